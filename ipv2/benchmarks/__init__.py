@@ -1,0 +1,1 @@
+"""Benchmarks behind ``ipv2 bench``: they print figures and assert nothing."""

@@ -1,0 +1,117 @@
+"""Scanner padding: the constant fill outside the reconstruction circle.
+
+Real series fill the corners outside the reconstructed field of view with a constant far
+below air (-1024, -2000, -2048, -3024 HU, or the minimum of the stored integer type).
+Those pixels are not anatomy: Otsu thresholds, noise simulation and statistics must
+ignore them, and outputs must keep them exactly as they were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from ipv2.errors import InputError
+
+BoolArray = npt.NDArray[np.bool_]
+
+# Values scanners are known to use; anything at or below air that fills a large
+# border-connected constant region is accepted as padding as well.
+KNOWN_PADDING_HU = (-1024.0, -2000.0, -2048.0, -3024.0, -32768.0)
+_MAX_PADDING_HU = -1000.0
+_MIN_REGION_FRACTION = 0.002
+
+
+@dataclass(frozen=True)
+class PaddingReport:
+    """Where padding was found: a voxel mask and the constant used on each slice."""
+
+    mask: BoolArray
+    values: tuple[float | None, ...]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.mask.any())
+
+    def summary(self) -> dict[str, object]:
+        used = sorted({v for v in self.values if v is not None})
+        return {
+            "padding_values_hu": used,
+            "padding_fraction": float(self.mask.mean()),
+            "slices_with_padding": int(sum(v is not None for v in self.values)),
+        }
+
+
+def detect_padding(array: npt.ArrayLike) -> PaddingReport:
+    """Find border-connected constant regions at the slice minimum, at or below air.
+
+    A value qualifies when it is the minimum of its slice, at most -1000 HU, and the
+    pixels holding exactly that value include a connected region touching the slice
+    border that covers a noticeable area. Scattered pixels clipped at -1024 inside noisy
+    air never form such a region, so ordinary slices report no padding.
+    """
+    vol = np.asarray(array, dtype=np.float32)
+    if vol.ndim == 2:
+        vol = vol[np.newaxis]
+    if vol.ndim != 3:
+        raise InputError(f"padding detection needs a 2D slice or a 3D volume, got {vol.shape}")
+    mask = np.zeros(vol.shape, dtype=bool)
+    values: list[float | None] = []
+    min_pixels = max(16, int(_MIN_REGION_FRACTION * vol.shape[1] * vol.shape[2]))
+    for k, sl in enumerate(vol):
+        lowest = float(sl.min())
+        if lowest > _MAX_PADDING_HU:
+            values.append(None)
+            continue
+        candidate = sl == lowest
+        if int(candidate.sum()) < min_pixels:
+            values.append(None)
+            continue
+        labels, _ = ndimage.label(candidate)
+        border = np.unique(
+            np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        )
+        border = border[border > 0]
+        if border.size == 0:
+            values.append(None)
+            continue
+        sizes = ndimage.sum_labels(candidate, labels, border)
+        keep = border[sizes >= min_pixels]
+        if keep.size == 0:
+            values.append(None)
+            continue
+        mask[k] = np.isin(labels, keep)
+        values.append(lowest)
+    return PaddingReport(mask=mask, values=tuple(values))
+
+
+def check_ct_range(array: npt.ArrayLike, padding: BoolArray | None = None, what: str = "input") -> None:
+    """Refuse data that is evidently not CT in Hounsfield units.
+
+    Catches the usual mistakes before they silently produce garbage: 8-bit display images
+    (no air at -1000), raw attenuation or scaled data, and NaN/inf.
+    """
+    vol = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(vol).all():
+        bad = int((~np.isfinite(vol)).sum())
+        raise InputError(f"{what} contains {bad} NaN or infinite voxels; CT in HU must be finite")
+    body = vol[~padding] if padding is not None and padding.shape == vol.shape else vol.ravel()
+    if body.size == 0:
+        raise InputError(f"{what} holds nothing but scanner padding")
+    low, high = np.percentile(body, [0.5, 99.5])
+    if low > -500.0:
+        raise InputError(
+            f"{what} does not look like CT in HU: its darkest voxels are {low:.0f}, but a "
+            "chest CT has air near -1000 HU. If it is an 8-bit image, read it through the "
+            "PNG dataset layout with its HU window; if it is raw stored values, apply the "
+            "rescale slope and intercept first"
+        )
+    if low < -1600.0 or high > 6000.0:
+        raise InputError(
+            f"{what} does not look like CT in HU: 99% of voxels lie in [{low:.0f}, {high:.0f}], "
+            "outside the range of air (-1000) to dense bone and metal. Check the units and "
+            "the rescale slope/intercept"
+        )
