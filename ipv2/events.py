@@ -92,8 +92,7 @@ class ConsoleReporter(Reporter):
             self._bar = tqdm(total=total, desc=stage, file=self.stream, leave=True)
             self._stage = stage
         self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
+        self._bar.update(done - self._bar.n)
         if done >= total:
             self.close()
 

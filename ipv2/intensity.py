@@ -60,9 +60,9 @@ class HUWindow:
                 f"expected 8-bit gray levels, got {g.dtype}; only 8-bit PNG slices carry a "
                 "window-defined HU meaning"
             )
-        return (g.astype(np.float32) / 255.0 * np.float32(self.width) + np.float32(self.low)).astype(
-            np.float32
-        )
+        return (
+            g.astype(np.float32) / 255.0 * np.float32(self.width) + np.float32(self.low)
+        ).astype(np.float32)
 
     def to_json(self) -> list[float]:
         return [float(self.low), float(self.high)]

@@ -20,6 +20,23 @@ from typing import Any
 from ipv2.errors import InputError, OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path: str | os.PathLike[str]) -> None:
+    """Give a file made by ``mkstemp``/``mkdtemp`` (private, 0600/0700) normal permissions.
+
+    Temporary names are private while being written; once renamed into place the result
+    should be readable like any file the user creates.
+    """
+    p = Path(path)
+    mode = 0o777 if p.is_dir() else 0o666
+    p.chmod(mode & ~_umask())
+
+
 def check_new_output_dir(path: str | os.PathLike[str]) -> Path:
     """Refuse a target that holds files; an empty existing folder is fine."""
     p = Path(path)
@@ -42,6 +59,7 @@ def atomic_output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if final.exists():
             final.rmdir()  # empty, checked above
+        publish_permissions(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -56,6 +74,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=False, default=_plain)
             fh.write("\n")
+        publish_permissions(tmp)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -46,12 +46,13 @@ class PaddingReport:
 
 
 def detect_padding(array: npt.ArrayLike) -> PaddingReport:
-    """Find border-connected constant regions at the slice minimum, at or below air.
+    """Find border-connected constant regions at or below air.
 
-    A value qualifies when it is the minimum of its slice, at most -1000 HU, and the
-    pixels holding exactly that value include a connected region touching the slice
-    border that covers a noticeable area. Scattered pixels clipped at -1024 inside noisy
-    air never form such a region, so ordinary slices report no padding.
+    Candidates are the slice minimum and the known padding values (at most -1000 HU). A
+    candidate counts when the pixels holding exactly that value include a connected
+    region touching the slice border that covers a noticeable area. Scattered pixels
+    clipped at -1024 inside noisy air never form such a region, so ordinary slices report
+    no padding.
     """
     vol = np.asarray(array, dtype=np.float32)
     if vol.ndim == 2:
@@ -62,33 +63,41 @@ def detect_padding(array: npt.ArrayLike) -> PaddingReport:
     values: list[float | None] = []
     min_pixels = max(16, int(_MIN_REGION_FRACTION * vol.shape[1] * vol.shape[2]))
     for k, sl in enumerate(vol):
-        lowest = float(sl.min())
-        if lowest > _MAX_PADDING_HU:
-            values.append(None)
-            continue
-        candidate = sl == lowest
-        if int(candidate.sum()) < min_pixels:
-            values.append(None)
-            continue
-        labels, _ = ndimage.label(candidate)
-        border = np.unique(
-            np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-        )
-        border = border[border > 0]
-        if border.size == 0:
-            values.append(None)
-            continue
-        sizes = ndimage.sum_labels(candidate, labels, border)
-        keep = border[sizes >= min_pixels]
-        if keep.size == 0:
-            values.append(None)
-            continue
-        mask[k] = np.isin(labels, keep)
-        values.append(lowest)
+        found: float | None = None
+        for value in _candidates(sl):
+            region = _border_region(sl == value, min_pixels)
+            if region is not None:
+                mask[k] |= region
+                found = value if found is None else min(found, value)
+        values.append(found)
     return PaddingReport(mask=mask, values=tuple(values))
 
 
-def check_ct_range(array: npt.ArrayLike, padding: BoolArray | None = None, what: str = "input") -> None:
+def _candidates(sl: npt.NDArray[np.float32]) -> list[float]:
+    """The slice minimum, plus known padding values (noise may dip below a -1024 fill)."""
+    lowest = float(sl.min())
+    out = [lowest] if lowest <= _MAX_PADDING_HU else []
+    out += [v for v in KNOWN_PADDING_HU if v > lowest and v <= _MAX_PADDING_HU]
+    return out
+
+
+def _border_region(candidate: BoolArray, min_pixels: int) -> BoolArray | None:
+    """Large connected parts of ``candidate`` that touch the slice border, if any."""
+    if int(candidate.sum()) < min_pixels:
+        return None
+    labels, _ = ndimage.label(candidate)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    border = border[border > 0]
+    if border.size == 0:
+        return None
+    sizes = ndimage.sum_labels(candidate, labels, border)
+    keep = border[sizes >= min_pixels]
+    return np.isin(labels, keep) if keep.size else None
+
+
+def check_ct_range(
+    array: npt.ArrayLike, padding: BoolArray | None = None, what: str = "input"
+) -> None:
     """Refuse data that is evidently not CT in Hounsfield units.
 
     Catches the usual mistakes before they silently produce garbage: 8-bit display images

@@ -90,7 +90,7 @@ class Volume:
             raise InputError(f"slice range {start}:{stop} outside 0:{self.depth}")
         shift = self.direction[:, 2] * self.spacing[2] * start
         origin = tuple(np.asarray(self.origin) + shift)
-        return Volume(self.array[start:stop], self.spacing, origin, self.direction.copy())  # type: ignore[arg-type]
+        return Volume(self.array[start:stop], self.spacing, origin, self.direction.copy())
 
     def grid_differences(self, other: Volume, tol: float = 1e-4) -> list[str]:
         """What differs between the two grids, as sentences; empty when they match."""

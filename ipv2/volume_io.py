@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ipv2.errors import InputError, OutputExistsError
+from ipv2.outputs import publish_permissions
 from ipv2.volume import Volume
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
@@ -177,7 +178,9 @@ def write_volume(
     p = Path(path)
     suffix = volume_suffix(p)
     if suffix is None:
-        raise InputError(f"{p.name}: cannot write this type; use one of {', '.join(VOLUME_SUFFIXES)}")
+        raise InputError(
+            f"{p.name}: cannot write this type; use one of {', '.join(VOLUME_SUFFIXES)}"
+        )
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} already exists; choose another name or remove it first")
     if not p.parent.is_dir():
@@ -187,6 +190,7 @@ def write_volume(
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
+        publish_permissions(tmp)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
