@@ -1,0 +1,97 @@
+"""The MRML adapter on a real vtkMRMLScene (slicer-core), no Slicer application needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+from factories import oblique_volume
+
+from ipv2 import mrml
+from ipv2.volume import Volume
+
+
+@pytest.fixture()
+def scene():  # type: ignore[no-untyped-def]
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    yield scene
+    scene.Clear(1)
+
+
+def test_volume_round_trip_keeps_oblique_geometry(scene) -> None:  # type: ignore[no-untyped-def]
+    vol = oblique_volume()
+    node = mrml.node_from_volume(vol, "chest", scene)
+    assert node.GetScene() is scene
+    back = mrml.volume_from_node(node)
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, atol=1e-9)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-9)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-9)
+
+
+def test_node_geometry_matches_slicer_convention(scene) -> None:  # type: ignore[no-untyped-def]
+    """An LPS origin (10, 20, 30) is RAS (-10, -20, 30); ijk (1, 0, 0) moves along -R."""
+    vol = Volume(np.zeros((2, 3, 4)), spacing=(0.5, 0.7, 2.0), origin=(10.0, 20.0, 30.0))
+    node = mrml.node_from_volume(vol, "v", scene)
+    assert node.GetOrigin() == pytest.approx((-10.0, -20.0, 30.0))
+    assert node.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    assert m.GetElement(0, 0) == pytest.approx(-0.5)
+
+
+def test_int16_output_and_names(scene) -> None:  # type: ignore[no-untyped-def]
+    vol = Volume(np.array([[[-1000.4, 20.6]]], np.float32))
+    src = mrml.node_from_volume(vol, "uLDCT", scene)
+    out = mrml.node_from_volume(vol, mrml.output_name(src, "denoised"), scene, dtype="int16")
+    assert out.GetName() == "uLDCT denoised"
+    assert out.GetImageData().GetScalarTypeAsString() == "short"
+    np.testing.assert_array_equal(mrml.volume_from_node(out).array, [[[-1000, 21]]])
+
+
+def test_masks_become_named_coloured_segments(scene) -> None:  # type: ignore[no-untyped-def]
+    vol = oblique_volume(shape=(3, 10, 12))
+    ref = mrml.node_from_volume(vol, "ct", scene)
+    rng = np.random.default_rng(0)
+    lung = rng.random(vol.shape) > 0.6
+    body = ~lung & (rng.random(vol.shape) > 0.5)
+    seg = mrml.update_mask_segmentation({"lung": lung, "body": body}, ref, scene=scene)
+    segmentation = seg.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    assert segmentation.GetSegment("lung").GetName() == "Lung"
+    assert segmentation.GetSegment("lung").GetColor() == pytest.approx(
+        mrml.MASK_SEGMENTS["lung"][1]
+    )
+    np.testing.assert_array_equal(mrml.segment_array(seg, "lung", ref), lung)
+    np.testing.assert_array_equal(mrml.segment_array(seg, "body", ref), body)
+
+
+def test_single_slice_update_replaces_segment(scene) -> None:  # type: ignore[no-untyped-def]
+    vol = oblique_volume(shape=(4, 8, 8))
+    ref = mrml.node_from_volume(vol, "ct", scene)
+    first = np.zeros((1, 8, 8), bool)
+    first[0, 2:5, 2:5] = True
+    seg = mrml.update_mask_segmentation({"lung": first}, ref, first_slice=2, scene=scene)
+    second = np.zeros((1, 8, 8), bool)
+    second[0, 5:7, 1:3] = True
+    mrml.update_mask_segmentation({"lung": second}, ref, segmentation=seg, first_slice=3)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 1
+    full = mrml.segment_array(seg, "lung", ref)
+    assert full.sum() == second.sum()
+    np.testing.assert_array_equal(full[3], second[0])
+
+
+def test_bad_nodes_are_refused(scene) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.errors import InputError
+
+    with pytest.raises(InputError, match="scalar volume"):
+        mrml.volume_from_node(None)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no voxel data"):
+        mrml.volume_from_node(empty)
+    with pytest.raises(InputError, match="unknown mask"):
+        ref = mrml.node_from_volume(oblique_volume(), "ct", scene)
+        mrml.update_mask_segmentation({"liver": np.zeros((5, 12, 9), bool)}, ref, scene=scene)
