@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import slicer
@@ -95,3 +97,40 @@ def test_bad_nodes_are_refused(scene) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match="unknown mask"):
         ref = mrml.node_from_volume(oblique_volume(), "ct", scene)
         mrml.update_mask_segmentation({"liver": np.zeros((5, 12, 9), bool)}, ref, scene=scene)
+
+
+def test_dependencies_present_means_no_question() -> None:
+    asked: list[str] = []
+    assert mrml.install_dependencies(lambda text: asked.append(text) or True) is True
+    assert asked == []
+
+
+def test_missing_package_asks_then_installs_with_pins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.requirements import Requirement
+
+    calls: list[list[str]] = []
+    seen_constraints: list[str] = []
+
+    def pip_install(args: list[str]) -> None:
+        calls.append(args)
+        seen_constraints.append(Path(args[-1]).read_text())
+
+    absent = [Requirement("ipv2-test-absent-package", "1.0")]
+    assert mrml.install_dependencies(lambda text: False, absent, pip_install, True) is False
+    assert calls == []
+    assert mrml.install_dependencies(lambda text: True, absent, pip_install, True) is True
+    assert calls[0][0] == "ipv2-test-absent-package>=1.0"
+    assert "numpy==" in seen_constraints[0]
+
+
+def test_failed_install_reports_output_and_hint() -> None:
+    from ipv2.errors import IPv2Error
+    from ipv2.requirements import Requirement
+
+    def pip_install(args: list[str]) -> None:
+        raise RuntimeError("ERROR: Could not fetch URL: Connection timed out")
+
+    absent = [Requirement("ipv2-test-absent-package", "1.0")]
+    with pytest.raises(IPv2Error, match="Connection timed out") as err:
+        mrml.install_dependencies(lambda text: True, absent, pip_install, True)
+    assert "offline" in str(err.value)
