@@ -21,7 +21,7 @@ from ipv2.outputs import publish_permissions
 from ipv2.volume import Volume
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
-_OUTPUT_DTYPES = {"float32": sitk.sitkFloat32, "int16": sitk.sitkInt16}
+_OUTPUT_DTYPES = {"float32": sitk.sitkFloat32, "int16": sitk.sitkInt16, "uint8": sitk.sitkUInt8}
 
 
 def volume_suffix(path: Path) -> str | None:
@@ -155,12 +155,14 @@ def _from_image(image: sitk.Image, source: str) -> Volume:
 
 
 def to_sitk(volume: Volume, dtype: str = "float32") -> sitk.Image:
-    """A SimpleITK image with the volume's geometry, stored as float32 or rounded int16."""
+    """A SimpleITK image with the volume's geometry: float32, rounded int16, or uint8 labels."""
     if dtype not in _OUTPUT_DTYPES:
         raise InputError(f"output dtype must be one of {sorted(_OUTPUT_DTYPES)}, got {dtype}")
     data = volume.array
     if dtype == "int16":
         data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
+    elif dtype == "uint8":
+        data = np.clip(np.rint(data), 0, 255).astype(np.uint8)
     image = sitk.GetImageFromArray(data)
     image.SetSpacing(volume.spacing)
     image.SetOrigin(volume.origin)

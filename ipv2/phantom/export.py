@@ -22,7 +22,7 @@ def write_case(case: PhantomCase, folder: Path) -> list[Path]:
     written = [write_volume(getattr(case, name), folder / f"{name}.nrrd") for name in VOLUMES]
     for phase, masks in (("ref", case.masks_ref), ("ld", case.masks_ld)):
         labels = case.clean_ref.with_array(masks.label_map())
-        written.append(write_volume(labels, folder / f"labels_{phase}.nrrd", dtype="int16"))
+        written.append(write_volume(labels, folder / f"labels_{phase}.nrrd", dtype="uint8"))
     written.append(write_png(folder / "preview.png", montage(case)))
     written.append(write_json_atomic(folder / "phantom.json", case.params))
     return written

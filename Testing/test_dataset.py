@@ -1,0 +1,109 @@
+"""Splits, building from the PNG layout and from a manifest, reading back memory-mapped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipv2.dataset import assign_splits, load_split, read_manifest, split_sizes
+from ipv2.dataset_build import BuildConfig, build_dataset
+from ipv2.errors import InputError
+from ipv2.phantom import make_phantom
+from ipv2.pngset import write_png_pair
+from ipv2.purify import Recipe
+from ipv2.volume_io import write_volume
+
+
+def test_split_sizes_match_the_authors() -> None:
+    assert split_sizes(4310) == (3017, 646, 647)
+    assert split_sizes(20) == (14, 3, 3)
+
+
+def test_split_is_seeded_and_keeps_patients_together() -> None:
+    cases = [f"c{i}" for i in range(60)]
+    patients = [f"p{i // 5}" for i in range(60)]
+    a = assign_splits(cases, patients, seed=7)
+    assert a == assign_splits(cases, patients, seed=7)
+    assert a != assign_splits(cases, patients, seed=8)
+    for p in set(patients):
+        assert len({s for s, q in zip(a, patients, strict=True) if q == p}) == 1
+    by_pair = assign_splits(cases, None, seed=7)
+    assert [by_pair.count(s) for s in ("train", "val", "test")] == [42, 9, 9]
+
+
+@pytest.fixture(scope="module")
+def png_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pngs")
+    case = make_phantom(size=64, slices=4, seed=2)
+    for k, split in enumerate(("train", "train", "val", "test")):
+        write_png_pair(root, split, f"s{k}", case.uldct.array[k], case.ndct.array[k])
+    return root
+
+
+def test_build_from_png_layout(png_source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    manifest = build_dataset(png_source, out, BuildConfig(recipe=Recipe.for_strategy("ipv1")))
+    assert manifest["kinds"] == ["input", "label", "lung", "ndct", "uldct"]
+    assert [c["split"] for c in manifest["cases"]] == ["train", "train", "val", "test"]
+    data = load_split(out, "train", ("input", "label", "ndct"))
+    assert data.cases == ("s0", "s1") and data.slice_count() == 2
+    arr = data.arrays["input"][0]
+    assert isinstance(arr, np.memmap) and arr.dtype == np.float32 and arr.shape == (1, 64, 64)
+    assert read_manifest(out)["parameters"]["T"] == 0.1
+    with pytest.raises(InputError, match="has no sim"):
+        load_split(out, "train", ("sim",))
+
+
+def test_ipv2_without_weak_denoiser_builds_the_rest(png_source: Path, tmp_path: Path) -> None:
+    manifest = build_dataset(png_source, tmp_path / "ds", BuildConfig(recipe=Recipe()))
+    assert "lung" in manifest["kinds"] and "ndct" in manifest["kinds"]
+    try:
+        import ipv2.lowdose  # noqa: F401
+    except ModuleNotFoundError:
+        assert "input" not in manifest["kinds"]
+    else:  # Module 2 used the simulator
+        assert {"input", "sim"} <= set(manifest["kinds"])
+    assert "label" not in manifest["kinds"]
+    assert any("Module 3" in w for w in manifest["warnings"])
+
+
+def test_build_from_manifest_with_precomputed_sources(tmp_path: Path) -> None:
+    rows = []
+    for i in range(3):
+        case = make_phantom(size=64, slices=2, seed=10 + i)
+        files = {}
+        for kind, vol in (
+            ("uldct", case.uldct),
+            ("ndct", case.ndct),
+            ("simulated", case.ndct.with_array(case.ndct.array + 3.0)),
+            ("weak", case.uldct.with_array(case.clean_ld.array)),
+        ):
+            files[kind] = f"{kind}{i}.nrrd"
+            write_volume(vol, tmp_path / files[kind])
+        rows.append({**files, "patient": f"P{i}", "case": f"case{i}"})
+    (tmp_path / "pairs.json").write_text(json.dumps(rows))
+    out = tmp_path / "ds"
+    manifest = build_dataset(tmp_path / "pairs.json", out, BuildConfig(recipe=Recipe(), seed=1))
+    assert {"input", "label", "sim", "lung"} <= set(manifest["kinds"])
+    assert manifest["split"]["rule"] == "seeded split by patient"
+    c = manifest["cases"][0]
+    assert c["spacing"] and len(c["lung_fraction"]) == 2 and c["patient"] == "P0"
+    split = c["split"]
+    lung = np.load(out / split / "lung" / "case0.npy") > 0.5
+    inp = np.load(out / split / "input" / "case0.npy")
+    sim = np.load(out / split / "sim" / "case0.npy")
+    u = np.load(out / split / "uldct" / "case0.npy")
+    assert np.array_equal(inp[lung], sim[lung]) and np.array_equal(inp[~lung], u[~lung])
+
+
+def test_failure_leaves_nothing(tmp_path: Path) -> None:
+    img = np.full((8, 8), -1000.0, np.float32)
+    write_png_pair(tmp_path / "src", "train", "a", img, img)
+    write_png_pair(tmp_path / "src", "train", "b", img, np.full((8, 9), -1000.0, np.float32))
+    with pytest.raises(InputError, match="different sizes"):
+        build_dataset(tmp_path / "src", tmp_path / "out", BuildConfig())
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))

@@ -1,0 +1,164 @@
+"""``ipv2 purify``, ``ipv2 build-dataset`` and ``ipv2 bench purify`` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ipv2.cli import main
+from ipv2.phantom import make_phantom
+from ipv2.pngset import write_png_pair
+from ipv2.volume import Volume
+from ipv2.volume_io import read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pair")
+    case = make_phantom(size=64, slices=3, seed=4)
+    files = {"U": root / "u.nrrd", "N": root / "n.nrrd", "W": root / "w.nrrd"}
+    write_volume(case.uldct, files["U"])
+    write_volume(case.ndct, files["N"])
+    write_volume(case.uldct.with_array(case.clean_ld.array), files["W"])
+    return files
+
+
+def test_purify_ipv1_writes_everything(pair_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["purify", "-U", str(pair_files["U"]), "-N", str(pair_files["N"]), "--strategy", "ipv1"]
+    assert main([*args, "--T", "0.2", "--out-dir", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval_label.nrrd",
+        "masks.nrrd",
+        "report.json",
+        "train_input.nrrd",
+    ]
+    labels = sitk.ReadImage(str(out / "masks.nrrd"))
+    assert labels.GetPixelID() == sitk.sitkUInt8
+    assert set(np.unique(sitk.GetArrayFromImage(labels))) == {0, 1, 2}
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"]["T"] == 0.2 and report["recipe"]["modules"] == []
+    assert len(report["lung_fraction"]) == 3 and len(report["background_fraction"]) == 3
+    u = read_volume(pair_files["U"])
+    inp = read_volume(out / "train_input.nrrd")
+    assert inp.shape == u.shape and np.allclose(inp.spacing, u.spacing)
+
+
+def test_purify_ipv2_with_weak_and_missing_simulator(
+    pair_files: dict[str, Path], tmp_path: Path
+) -> None:
+    base = ["purify", "-U", str(pair_files["U"]), "-N", str(pair_files["N"])]
+    out = tmp_path / "a"
+    assert (
+        main(
+            [
+                *base,
+                "--modules",
+                "1,3",
+                "--weak",
+                str(pair_files["W"]),
+                "--out-dir",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"]["formulas"]["label"] == "L*W + (1-L)*N"
+    # Module 2 without --simulated: the simulator is used if installed, else a clear error
+    out2 = tmp_path / "b"
+    status = main([*base, "--modules", "1,2", "--out-dir", str(out2), "--quiet"])
+    try:
+        import ipv2.lowdose  # noqa: F401
+    except ModuleNotFoundError:
+        assert status == 1 and not out2.exists()
+    else:
+        assert status == 0 and (out2 / "simulated.nrrd").exists()
+
+
+def test_purify_refuses_mismatched_grids(
+    pair_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    n = read_volume(pair_files["N"])
+    other = tmp_path / "n2.nrrd"
+    write_volume(Volume(n.array, (n.spacing[0] * 1.5, n.spacing[1], n.spacing[2]), n.origin), other)
+    out = tmp_path / "out"
+    args = [
+        "purify",
+        "-U",
+        str(pair_files["U"]),
+        "-N",
+        str(other),
+        "--strategy",
+        "ipv1",
+        "--out-dir",
+        str(out),
+    ]
+    assert main(args) == 1
+    assert "spacing" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--resample", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["resampled"] and "spacing" in report["resampled"][0]
+
+
+def test_purify_refuses_nan(
+    pair_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    u = read_volume(pair_files["U"])
+    arr = u.array.copy()
+    arr[0, 5, 5] = np.nan
+    bad = tmp_path / "nan.nrrd"
+    write_volume(u.with_array(arr), bad)
+    out = tmp_path / "out"
+    assert main(["purify", "-U", str(bad), "-N", str(pair_files["N"]), "--out-dir", str(out)]) == 1
+    assert "NaN" in capsys.readouterr().err and not out.exists()
+
+
+def test_build_dataset_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = np.full((16, 16), -1000.0, np.float32)
+    img[4:12, 4:12] = 40.0
+    for i in range(4):
+        write_png_pair(tmp_path / "src", "train", f"x{i}", img, img)
+    out = tmp_path / "ds"
+    args = [
+        "build-dataset",
+        str(tmp_path / "src"),
+        "--out",
+        str(out),
+        "--strategy",
+        "ipv1",
+        "--resplit",
+        "--seed",
+        "3",
+    ]
+    assert main([*args, "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["seed"] == 3 and len(manifest["cases"]) == 4
+    write_png_pair(tmp_path / "bad", "val", "y", img, np.zeros((16, 17), np.float32) - 1000)
+    assert main(["build-dataset", str(tmp_path / "bad"), "--out", str(tmp_path / "ds2")]) == 1
+    assert "different sizes" in capsys.readouterr().err and not (tmp_path / "ds2").exists()
+
+
+@pytest.mark.slow
+def test_bench_purify_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "bench",
+        "--events",
+        "jsonl",
+        "purify",
+        "--size",
+        "128",
+        "--slices",
+        "8",
+        "--repeats",
+        "1",
+    ]
+    assert main(args) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    done = next(e for e in events if e["event"] == "done")
+    assert done["volume_ms_per_slice"] > 0 and done["single_slice_ms"] > 0

@@ -1,0 +1,96 @@
+"""``ipv2 bench purify``: milliseconds per 512 x 512 slice for masks + fusion.
+
+Two figures: one slice on its own (what the Slicer preview pays per slider move) and the
+per-slice cost over a 64-slice volume (what purifying a dataset pays), with a break-down
+into dark masks, background/lung masks and the two fusions. The data is the phantom at
+512 pixels; a few distinct slices are rendered and tiled to the requested depth, with
+their noise rolled so no two slices are identical. A benchmark prints, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ipv2.events import Reporter
+from ipv2.masks import MaskOptions, dark_mask, purification_masks
+from ipv2.purify import Recipe, evaluation_label, training_input
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", type=int, default=512, help="slice size in pixels")
+    parser.add_argument("--slices", type=int, default=64, help="volume depth")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (the best is kept)")
+    parser.add_argument("--variant", choices=("paper", "reference"), default="paper")
+
+
+def _best(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def phantom_stack(size: int, slices: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """U and N stacks from the phantom: 4 rendered slices tiled, noise rolled per slice."""
+    from ipv2.phantom import make_phantom
+
+    case = make_phantom(size=size, slices=4, seed=0)
+    reps = -(-slices // 4)
+    u = np.tile(case.uldct.array, (reps, 1, 1))[:slices].copy()
+    n = np.tile(case.ndct.array, (reps, 1, 1))[:slices].copy()
+    noise = (u - np.tile(case.clean_ld.array, (reps, 1, 1))[:slices]).copy()
+    for k in range(4, slices):  # distinct noise per slice
+        u[k] += np.roll(noise[k], 7 * k, axis=1) - noise[k]
+    return u, n
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    reporter.log(f"rendering phantom slices ({args.size} px)...")
+    u, n = phantom_stack(args.size, args.slices)
+    recipe = Recipe(
+        strategy="ipv2", modules=frozenset({1, 2, 3}), masks=MaskOptions(variant=args.variant)
+    )
+    s, w = n, u  # stand-ins for sim(N) and weak(U): fusion cost does not depend on values
+
+    def full(uu: np.ndarray[Any, Any], nn: np.ndarray[Any, Any]) -> None:
+        m = purification_masks(uu, nn, recipe.masks)
+        training_input(recipe, m, uu, nn, s[: len(uu)])
+        evaluation_label(recipe, m, uu, nn, w[: len(uu)])
+
+    figures: dict[str, float] = {}
+    figures["single_slice_ms"] = 1e3 * _best(lambda: full(u[:1], n[:1]), args.repeats * 5)
+    total = _best(lambda: full(u, n), args.repeats)
+    figures["volume_ms_per_slice"] = 1e3 * total / args.slices
+    figures["dark_ms_per_slice"] = (
+        1e3 * _best(lambda: (dark_mask(u), dark_mask(n)), args.repeats) / args.slices
+    )
+    m = purification_masks(u, n, recipe.masks)
+    figures["masks_ms_per_slice"] = (
+        1e3 * _best(lambda: purification_masks(u, n, recipe.masks), args.repeats) / args.slices
+    )
+    figures["fusion_ms_per_slice"] = (
+        1e3
+        * _best(
+            lambda: (training_input(recipe, m, u, n, s), evaluation_label(recipe, m, u, n, w)),
+            args.repeats,
+        )
+        / args.slices
+    )
+    for name, value in figures.items():
+        reporter.metric(name, round(value, 3), size=args.size, slices=args.slices)
+    reporter.log(
+        f"masks + fusion ({args.variant}): {figures['single_slice_ms']:.2f} ms for one {args.size}x{args.size} "
+        f"slice, {figures['volume_ms_per_slice']:.2f} ms per slice over {args.slices} slices "
+        f"(dark {figures['dark_ms_per_slice']:.2f}, all masks {figures['masks_ms_per_slice']:.2f}, "
+        f"fusions {figures['fusion_ms_per_slice']:.2f})"
+    )
+    reporter.done(status="ok", **{k: round(v, 3) for k, v in figures.items()})
+    return 0

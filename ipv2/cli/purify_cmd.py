@@ -1,0 +1,170 @@
+"""``ipv2 purify``: masks, training input and evaluation label for one pair of volumes.
+
+Writes into a new folder, atomically: ``masks.<ext>`` (uint8 label map: 0 background,
+1 body, 2 lung), ``train_input.<ext>`` and ``eval_label.<ext>`` (float32 HU, on U's
+grid) and ``report.json`` (parameters, per-slice lung and background fractions,
+thresholds, warnings). U and N on different grids are refused with what differs, unless
+``--resample`` asks for N (and S, W) to be resampled onto U.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from ipv2.cli.common import add_events_option
+from ipv2.dataset_build import find_simulator
+from ipv2.errors import InputError
+from ipv2.events import Reporter
+from ipv2.masks import MaskOptions
+from ipv2.outputs import atomic_output_dir, write_json_atomic
+from ipv2.padding import check_ct_range, detect_padding
+from ipv2.purify import DEFAULT_T, Recipe, parse_modules, purify_pair
+from ipv2.volume import Volume
+from ipv2.volume_io import VOLUME_SUFFIXES, read_volume, to_sitk, write_volume
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "purify",
+        help="purification masks, training inputs and labels",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--uldct", "-U", required=True, help="real ultra-low-dose volume U")
+    p.add_argument("--ndct", "-N", required=True, help="normal-dose volume N of the same patient")
+    p.add_argument("--strategy", choices=("ipv1", "ipv2"), default="ipv2")
+    p.add_argument(
+        "--modules",
+        default=None,
+        help="IPv2 modules to apply, e.g. 1,2,3 or none (default: none for ipv1, 1,2,3 for ipv2)",
+    )
+    p.add_argument("--simulated", "-S", help="simulated low-dose S = sim(N) (Module 2)")
+    p.add_argument("--weak", "-W", help="weakly denoised W = weak(U) volume (Module 3)")
+    p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
+    p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
+    p.add_argument(
+        "--threshold-hu", type=float, default=None, help="fixed HU threshold instead of Otsu"
+    )
+    p.add_argument(
+        "--opening-radius", type=int, default=1, help="disk radius of the opening (pixels)"
+    )
+    p.add_argument("--connectivity", type=int, choices=(4, 8), default=4)
+    p.add_argument(
+        "--background-rule",
+        choices=("outside-body", "corners"),
+        default="outside-body",
+        help="corners = only the paper's four-corner fill; outside-body also removes enclosed air outside the body",
+    )
+    p.add_argument(
+        "--feather", type=float, default=0.0, help="soften the mask edge (Gaussian sigma, pixels)"
+    )
+    p.add_argument(
+        "--dose", type=float, default=0.02, help="dose fraction when S is simulated here"
+    )
+    p.add_argument("--resample", action="store_true", help="resample N (and S, W) onto U's grid")
+    p.add_argument("--format", choices=[s.lstrip(".") for s in VOLUME_SUFFIXES], default="nrrd")
+    p.add_argument("--out-dir", "-o", required=True, help="new output folder")
+    add_events_option(p)
+    p.set_defaults(run=run)
+
+
+def resample_onto(moving: Volume, reference: Volume) -> Volume:
+    """Linear resampling of ``moving`` onto ``reference``'s grid (SimpleITK, identity transform)."""
+    out = sitk.Resample(
+        to_sitk(moving),
+        to_sitk(reference),
+        sitk.Transform(),
+        sitk.sitkLinear,
+        float(moving.array.min()),
+        sitk.sitkFloat32,
+    )
+    return reference.with_array(sitk.GetArrayFromImage(out))
+
+
+def _load(
+    path: str, what: str, u: Volume | None, resample: bool, log: list[str] | None = None
+) -> Volume:
+    vol = read_volume(path)
+    check_ct_range(vol.array, detect_padding(vol.array).mask, f"{what} ({path})")
+    if u is not None and (diffs := u.grid_differences(vol)):
+        if not resample:
+            raise InputError(
+                f"U and {what} are not on the same grid: {'; '.join(diffs)}. Give matching volumes, "
+                "or pass --resample to resample it onto U"
+            )
+        vol = resample_onto(vol, u)
+        if log is not None:
+            log.append(f"{what} resampled onto U ({'; '.join(diffs)})")
+    return vol
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    masks = MaskOptions(
+        variant=args.mask_variant,
+        threshold_hu=args.threshold_hu,
+        opening_radius=args.opening_radius,
+        connectivity=args.connectivity,
+        background_rule=args.background_rule,
+    )
+    modules = None if args.modules is None else parse_modules(args.modules)
+    recipe = Recipe.for_strategy(
+        args.strategy, modules, t=args.t, feather_px=args.feather, masks=masks
+    )
+    u = _load(args.uldct, "U", None, False)
+    resampled: list[str] = []
+    n = _load(args.ndct, "N", u, args.resample, resampled)
+    sim = _load(args.simulated, "S", u, args.resample, resampled) if args.simulated else None
+    weak = _load(args.weak, "W", u, args.resample, resampled) if args.weak else None
+    sim_note = "given" if sim is not None else None
+    if recipe.needs_simulated and sim is None:
+        simulate, why = find_simulator(args.dose)
+        if simulate is None:
+            raise InputError(f"Module 2 needs the simulated S = sim(N): give --simulated S ({why})")
+        reporter.log(f"simulating S from N with {why}")
+        sim, sim_note = simulate(n, 0), why
+    if recipe.needs_weak and weak is None:
+        raise InputError(
+            "Module 3 needs the weakly denoised W = weak(U): give --weak W, a volume denoised by "
+            "the weak denoiser (the denoiser itself arrives with issue #5)"
+        )
+    reporter.progress("purify", 0, 1)
+    result = purify_pair(u, n, recipe, sim, weak)
+    ext = "." + args.format
+    report: dict[str, Any] = {
+        "inputs": {
+            "uldct": args.uldct,
+            "ndct": args.ndct,
+            "simulated": args.simulated or sim_note,
+            "weak": args.weak,
+        },
+        "resampled": resampled,
+        **result.report,
+        "outputs": {},
+    }
+    with atomic_output_dir(args.out_dir) as tmp:
+        outputs: dict[str, str] = {}
+        write_volume(result.label_map, tmp / f"masks{ext}", dtype="uint8")
+        outputs["masks"] = f"masks{ext}"
+        if result.training_input is not None:
+            write_volume(result.training_input, tmp / f"train_input{ext}")
+            outputs["training_input"] = f"train_input{ext}"
+        if result.evaluation_label is not None:
+            write_volume(result.evaluation_label, tmp / f"eval_label{ext}")
+            outputs["evaluation_label"] = f"eval_label{ext}"
+        if sim is not None and args.simulated is None:
+            write_volume(sim, tmp / f"simulated{ext}")
+            outputs["simulated"] = f"simulated{ext}"
+        report["outputs"] = outputs
+        write_json_atomic(tmp / "report.json", report)
+    reporter.progress("purify", 1, 1)
+    for w in result.report["warnings"]:  # type: ignore[attr-defined]
+        reporter.log(str(w), level="warning")
+    lung = float(np.mean(result.masks.lung))
+    reporter.metric("lung_fraction", lung)
+    reporter.done(status="ok", out_dir=str(Path(args.out_dir)), outputs=report["outputs"])
+    return 0
