@@ -1,0 +1,199 @@
+"""``ipv2 denoise``: denoise a volume, a DICOM series or a folder of PNG slices."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ipv2.cli.common import add_device_option, add_events_option
+from ipv2.errors import InputError, OutputExistsError
+from ipv2.events import Reporter
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "denoise",
+        help="denoise a volume with a trained model",
+        description=(
+            "Denoise every axial slice of an ultra-low-dose CT with a trained ipv2 model. "
+            "The output keeps the input's geometry and scanner padding; a JSON sidecar "
+            "records the model, steps, device and timing. The input is never modified, "
+            "and nothing is written until the whole series is done."
+        ),
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="volume file, DICOM folder or folder of PNG slices",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="checkpoint folder (model.safetensors + model.json)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output volume (.nrrd, .nii, .nii.gz, .mha); for PNG input, a new folder",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="sampler steps (default: the model's own)"
+    )
+    p.add_argument("--batch-size", default="auto", help="slices per batch, or auto (default)")
+    p.add_argument("--half", action="store_true", help="bf16/fp16 autocast on CUDA")
+    p.add_argument(
+        "--dtype", choices=("float32", "int16"), default="float32", help="output voxel type"
+    )
+    p.add_argument("--series", default=None, help="DICOM series UID when the folder holds several")
+    p.add_argument(
+        "--png-window",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="HU window of 8-bit PNG input (default -1024 1024)",
+    )
+    add_device_option(p)
+    add_events_option(p)
+    p.set_defaults(run=run)
+
+
+def _batch(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"--batch-size must be a positive integer or auto, got {text!r}") from None
+    if value < 1:
+        raise InputError(f"--batch-size must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from ipv2.checkpoint import load_checkpoint
+    from ipv2.infer import DenoiseOptions, denoise_volume, resolve_device
+    from ipv2.stopping import StopRequest
+
+    options = DenoiseOptions(
+        steps=args.steps, device=args.device, batch_size=_batch(args.batch_size), half=args.half
+    )
+    source = args.input.resolve()
+    png_names = _png_names(source)
+    _check_output(args.out, source, png_mode=bool(png_names))
+    device = resolve_device(options.device)
+    loaded = load_checkpoint(args.model, device=device)
+    volume = _read_input(source, args, png_names)
+    reporter.log(
+        f"denoising {volume.depth} slices of {volume.shape[1]}x{volume.shape[2]} with "
+        f"{loaded.meta.get('arch')} ({loaded.scheme.name}) on {device}"
+    )
+    t0 = time.perf_counter()
+    with StopRequest() as stop:
+        result, info = denoise_volume(
+            volume,
+            loaded,
+            options,
+            progress=lambda done, total: reporter.progress("denoise", done, total),
+            cancel=lambda: stop.requested,
+        )
+    sidecar = {
+        "input": str(source),
+        "model": str(loaded.path),
+        "arch": loaded.meta.get("arch"),
+        "scheme": loaded.meta.get("scheme"),
+        "window_hu": loaded.window.to_json(),
+        "purification": loaded.meta.get("purification"),
+        "engine_version": loaded.meta.get("engine_version"),
+        **info.to_json(),
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+    }
+    out = _write_output(result, args, png_names, sidecar)
+    reporter.log(f"wrote {out} ({info.seconds / max(info.slices, 1):.3f} s per slice)")
+    reporter.done(status="ok", out=str(out), **info.to_json())
+    return 0
+
+
+def _png_names(source: Path) -> list[str]:
+    if not source.is_dir():
+        return []
+    pngs = sorted(p.name for p in source.glob("*.png"))
+    return pngs if pngs and not any(source.glob("*.dcm")) else []
+
+
+def _check_output(out: Path, source: Path, png_mode: bool) -> None:
+    from ipv2.outputs import check_new_output_dir
+    from ipv2.volume_io import volume_suffix
+
+    if out.resolve() == source or source in out.resolve().parents:
+        raise InputError(f"--out {out} would write into the input; choose a separate location")
+    if png_mode:
+        check_new_output_dir(out)
+        return
+    if volume_suffix(out) is None:
+        raise InputError(
+            f"--out {out}: give a volume file name ending in .nrrd, .nii, .nii.gz or .mha"
+        )
+    if out.exists():
+        raise OutputExistsError(
+            f"{out} already exists; choose another name so nothing is overwritten"
+        )
+    if out.with_name(_sidecar_name(out)).exists():
+        raise OutputExistsError(f"{out.with_name(_sidecar_name(out))} already exists")
+    if not out.parent.is_dir():
+        raise InputError(f"output folder {out.parent} does not exist")
+
+
+def _sidecar_name(out: Path) -> str:
+    from ipv2.volume_io import volume_suffix
+
+    suffix = volume_suffix(out) or out.suffix
+    return out.name[: -len(suffix)] + ".json"
+
+
+def _read_input(source: Path, args: argparse.Namespace, png_names: list[str]) -> Any:
+    from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
+    from ipv2.padding import check_ct_range, detect_padding
+    from ipv2.pngset import read_png_slice
+    from ipv2.volume import Volume
+    from ipv2.volume_io import read_volume
+
+    if png_names:
+        window = HUWindow(*args.png_window) if args.png_window else DEFAULT_PNG_WINDOW
+        slices = [read_png_slice(source / name, window).array[0] for name in png_names]
+        shapes = {s.shape for s in slices}
+        if len(shapes) > 1:
+            raise InputError(f"PNG slices in {source} have different sizes: {sorted(shapes)}")
+        return Volume(np.stack(slices))
+    volume = read_volume(source, args.series)
+    check_ct_range(volume.array, detect_padding(volume.array).mask, what=str(source))
+    return volume
+
+
+def _write_output(
+    result: Any, args: argparse.Namespace, png_names: list[str], sidecar: dict[str, Any]
+) -> Path:
+    from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
+    from ipv2.outputs import atomic_output_dir, write_json_atomic
+    from ipv2.pngset import write_png_slice
+    from ipv2.volume_io import write_volume
+
+    if png_names:
+        window = HUWindow(*args.png_window) if args.png_window else DEFAULT_PNG_WINDOW
+        with atomic_output_dir(args.out) as tmp:
+            for k, name in enumerate(png_names):
+                write_png_slice(result.array[k], tmp / name, window)
+            write_json_atomic(tmp / "denoise.json", {**sidecar, "png_window_hu": window.to_json()})
+        return Path(args.out)
+    path = write_volume(result, args.out, dtype=args.dtype)
+    write_json_atomic(
+        path.with_name(_sidecar_name(path)), {**sidecar, "output": str(path), "dtype": args.dtype}
+    )
+    return path
