@@ -176,3 +176,14 @@ def test_real_ct_masks(tcia_volume) -> None:  # type: ignore[no-untyped-def]
         left, right = lung[:, : int(mid)].sum(), lung[:, int(mid) :].sum()
         assert min(left, right) > 0.3 * max(left, right), k  # two lungs, one each side
         assert lung.mean() > 0.05
+
+
+def test_each_slice_is_independent_of_the_others_in_the_stack() -> None:
+    """A one-slice live preview must give the same masks as a whole-volume run."""
+    case = make_phantom(size=96, slices=5, seed=7)
+    whole = purification_masks(case.uldct.array, case.ndct.array)
+    for k in range(5):
+        single = purification_masks(case.uldct.array[k], case.ndct.array[k])
+        np.testing.assert_array_equal(single.lung[0], whole.lung[k])
+        np.testing.assert_array_equal(single.background[0], whole.background[k])
+        np.testing.assert_array_equal(single.body[0], whole.body[k])

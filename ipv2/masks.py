@@ -40,7 +40,8 @@ BackgroundRule = Literal["outside-body", "corners"]
 
 VARIANTS: tuple[str, ...] = ("paper", "reference")
 BACKGROUND_RULES: tuple[str, ...] = ("outside-body", "corners")
-_OTSU_BINS = 1024
+_OTSU_BINS = 1536  # 4 HU bins over the fixed range below
+_OTSU_LOW_HU, _OTSU_HIGH_HU = -2048.0, 4096.0
 _OTSU_SAMPLES_PER_SLICE = 16384
 _COARSE_PIXELS = 128  # the body outline is found on a grid of about this size
 
@@ -149,7 +150,7 @@ def otsu_thresholds(
 
     The histograms of all slices are built in one ``bincount`` over a regular subsample
     (about ``samples`` pixels per slice: a 512 x 512 slice is sampled every 4th pixel in
-    each direction), with 1024 bins over the volume's range; scikit-image's Otsu then
+    each direction), with 4 HU bins over a fixed range; scikit-image's Otsu then
     runs on each slice's histogram. A slice with fewer than two distinct levels gets
     -inf (no dark pixels), so a blank slice is not an error.
     """
@@ -163,11 +164,11 @@ def otsu_thresholds(
     out = np.full(z, -np.inf)
     if not valid.any():
         return out
-    lo, hi = float(sub[valid].min()), float(sub[valid].max())
-    if hi <= lo:
-        return out
-    width = (hi - lo) / _OTSU_BINS
-    idx = np.minimum(((sub - lo) / width).astype(np.int64), _OTSU_BINS - 1)
+    # A fixed HU grid (not the stack's own range) keeps each slice's threshold independent
+    # of which other slices are processed with it: a one-slice live preview and a
+    # whole-volume run give the same masks.
+    lo, width = _OTSU_LOW_HU, (_OTSU_HIGH_HU - _OTSU_LOW_HU) / _OTSU_BINS
+    idx = np.clip(((sub - lo) / width).astype(np.int64), 0, _OTSU_BINS - 1)
     idx += np.arange(z, dtype=np.int64)[:, None, None] * _OTSU_BINS
     counts = np.bincount(idx[valid], minlength=z * _OTSU_BINS).reshape(z, _OTSU_BINS)
     centres = lo + (np.arange(_OTSU_BINS) + 0.5) * width
