@@ -8,7 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from ipv2.selftest import tiny_checkpoint
 from ipv2.volume import Volume
+
+__all__ = ["oblique_volume", "tiny_checkpoint", "write_dicom_series"]
 
 
 def write_dicom_series(
@@ -65,20 +68,3 @@ def oblique_volume(shape: tuple[int, int, int] = (5, 12, 9), seed: int = 0) -> V
         origin=(-120.25, 33.5, 701.125),
         direction=rz @ rx,
     )
-
-
-def tiny_checkpoint(folder: Path, arch: str = "ffm", seed: int = 0, **hparams: object) -> Path:
-    """An untrained tiny network saved as a real checkpoint (safetensors + JSON)."""
-    import torch
-
-    from ipv2.checkpoint import model_metadata, save_model
-    from ipv2.intensity import HUWindow
-    from ipv2.models.registry import build, get_spec
-    from ipv2.schemes.registry import make_scheme
-
-    torch.manual_seed(seed)
-    spec = get_spec(arch)
-    model = build(arch, **{**dict(spec.tiny), **hparams})
-    scheme = make_scheme(spec.scheme)
-    meta = model_metadata(model, scheme, HUWindow(-1024.0, 1024.0), strategy="ipv2", modules=[1, 2])
-    return save_model(folder, model, meta)

@@ -134,3 +134,14 @@ def test_failed_install_reports_output_and_hint() -> None:
     with pytest.raises(IPv2Error, match="Connection timed out") as err:
         mrml.install_dependencies(lambda text: True, absent, pip_install, True)
     assert "offline" in str(err.value)
+
+
+def test_compare_layout_is_registered_once(scene) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.mrml.layout import COMPARE_LAYOUT_ID, register_compare_layout
+
+    assert register_compare_layout(scene) == COMPARE_LAYOUT_ID
+    assert register_compare_layout(scene) == COMPARE_LAYOUT_ID
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLayoutNode") == 1
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    xml = layout.GetLayoutDescription(COMPARE_LAYOUT_ID)
+    assert xml.count("vtkMRMLSliceNode") == 3 and "Axial" in xml

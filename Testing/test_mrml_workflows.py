@@ -137,3 +137,51 @@ def test_bad_model_is_refused_before_any_work(nodes, tmp_path: Path) -> None:  #
     with pytest.raises(InputError):
         wf.start_denoise(u_node, str(tmp_path), workdir=str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+
+
+def _panel(u_node, n_node, **overrides):  # type: ignore[no-untyped-def]
+    """Values as the IPv2Denoise parameter node holds them."""
+    from types import SimpleNamespace
+
+    values = dict(
+        uldctVolume=u_node,
+        ndctVolume=n_node,
+        modelPath="",
+        livePreview=True,
+        maskVariant="paper",
+        useFixedThreshold=False,
+        fixedThreshold=-400.0,
+        openingRadius=1,
+        textureMix=0.1,
+        fusionKind="ipv1-label",
+        steps=0,
+        device="cpu",
+        batchSize=0,
+        halfPrecision=False,
+    )
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def test_panel_logic_drives_the_workflows(scene, nodes, case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.mrml.denoise_logic import DenoiseLogicMixin
+
+    u_node, n_node = nodes
+    logic = DenoiseLogicMixin()
+    p = _panel(u_node, n_node, useFixedThreshold=True, fixedThreshold=-300.0)
+    assert logic.maskOptions(p).threshold_hu == -300.0
+    preview = logic.previewSlice(p, 1)
+    assert preview.thresholds_hu == [-300.0]
+    assert "Slice 1" in preview.describe()
+    node = logic.previewFusion(p, 1, scene=scene)
+    assert node.GetName() == "uLDCT IPv1 label preview"
+    assert logic.previewFusion(p, 2, scene=scene) is node  # reused, not piling up
+    created = logic.createFusionVolumes(p, scene=scene)
+    assert created["evaluation_label"].GetName() == "uLDCT IPV1 label"
+    assert logic.describeModel("") == "No model selected."
+    assert logic.describeModel(str(tmp_path)).startswith("Not a usable model")
+    p.modelPath = str(tiny_checkpoint(tmp_path / "m"))
+    p.steps = 1
+    run = logic.startDenoise(p, workdir=str(tmp_path / "w"))
+    assert run.job.wait(timeout=180) == 0
+    assert logic.finishDenoise(run, scene).GetName() == "uLDCT IPv2 denoised"

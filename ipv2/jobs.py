@@ -127,6 +127,25 @@ class Job:
     def elapsed(self) -> float:
         return 0.0 if self.started_at is None else time.monotonic() - self.started_at
 
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, from the last progress event (0 before any)."""
+        p = self.last_progress
+        if not p or not p.get("total"):
+            return 0.0
+        return float(min(1.0, max(0.0, p["done"] / p["total"])))
+
+    def remaining_seconds(self) -> float | None:
+        """A linear estimate of the time left; None until there is progress to go on."""
+        f = self.fraction
+        return self.elapsed * (1.0 - f) / f if f > 0 else None
+
+    def status_text(self) -> str:
+        """'Elapsed 12 s, about 30 s left' for a progress label."""
+        left = self.remaining_seconds()
+        tail = f", about {left:.0f} s left" if left is not None else ""
+        return f"Elapsed {self.elapsed:.0f} s{tail}"
+
     def poll(self) -> list[Event]:
         """Events received since the last call (non-blocking; safe from a GUI timer)."""
         events: list[Event] = []

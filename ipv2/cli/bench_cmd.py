@@ -18,6 +18,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "simulate": ("projector + FBP against scikit-image radon/iradon", "#4"),
     "purify": ("masks + fusion per 512 x 512 slice", "#3"),
     "model": ("parameters, GFLOP and ms per forward for each network", "#5"),
+    "preview": ("IPv2Denoise live mask preview per 512 x 512 slice", "#7"),
 }
 
 

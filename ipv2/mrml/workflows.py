@@ -78,6 +78,14 @@ class SlicePreview:
     thresholds_hu: list[float] = field(default_factory=list)
     segmentation: Any = None
 
+    def describe(self) -> str:
+        otsu = ", ".join(f"{t:.0f}" for t in self.thresholds_hu) or "none"
+        return (
+            f"Slice {self.slice_index}: lung {100 * self.lung_fraction:.1f}%, background "
+            f"{100 * self.background_fraction:.1f}%, threshold {otsu} HU "
+            f"({1000 * self.seconds:.0f} ms)"
+        )
+
 
 def preview_slice(
     u_node: Any,
@@ -342,3 +350,24 @@ def model_summary(path: str) -> str:
         f"(modules {modules}); step {meta.get('step')}, engine {meta.get('engine_version')}"
         + (f"; validation: {extra}" if extra else "")
     )
+
+
+def mask_options(
+    variant: str = "paper", fixed_threshold: float | None = None, opening_radius: int = 1
+) -> Any:
+    """Mask options from panel values (``fixed_threshold`` None means Otsu)."""
+    from ipv2.masks import MaskOptions
+
+    return MaskOptions(
+        variant=variant,  # type: ignore[arg-type]  # MaskOptions validates it
+        threshold_hu=fixed_threshold,
+        opening_radius=opening_radius,
+    )
+
+
+def show_in_lung_window(node: Any) -> None:
+    """Lung window (W 1500, L -600), the way radiologists read noise in lungs and air."""
+    display = node.GetDisplayNode() if node is not None else None
+    if display is not None:
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(1500.0, -600.0)

@@ -1,0 +1,338 @@
+"""IPv2Denoise: purification preview and FFM denoising of ultra-low-dose lung CT.
+
+A thin Slicer shell: every computation lives in the ``ipv2`` engine and its MRML adapter
+(``ipv2.mrml``), which are tested outside Slicer; this file only wires the panel.
+"""
+
+import os
+import time
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from ipv2 import mrml
+from ipv2.errors import IPv2Error
+from ipv2.mrml import workflows
+from ipv2.mrml.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
+from ipv2.mrml.layout import register_compare_layout
+
+
+class IPv2Denoise(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "IPv2 Denoise"
+        self.parent.categories = ["Filtering.Denoising"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["IPv2 contributors"]
+        self.parent.helpText = (
+            "Denoises real-world ultra-low-dose (about 2% dose) lung CT with a model trained "
+            "under the IPv2 image purification strategy. IPv2 builds training inputs whose "
+            "lungs come from a physically simulated low-dose scan and whose background keeps "
+            "real low-dose noise, so the network learns to clean lungs and background as well "
+            "as chest wall and bone. The panel previews the purification masks and fusions "
+            "of a uLDCT/NDCT pair and runs the frequency-domain flow matching (FFM) model in "
+            "a background process.<br>Method: Gong and Yu, IPv2: An Improved Image "
+            "Purification Strategy for Real-World Ultra-Low-Dose Lung CT Denoising; and "
+            "arXiv:2510.07492 (2025)."
+        )
+        self.parent.acknowledgementText = (
+            "Tests and examples use The Cancer Imaging Archive's Lung-PET-CT-Dx collection "
+            "(Li P. et al., 2020, doi:10.7937/TCIA.2020.NNC2-0461), CC BY 4.0."
+        )
+
+
+@parameterNodeWrapper
+class IPv2DenoiseParameterNode:
+    uldctVolume: slicer.vtkMRMLScalarVolumeNode
+    ndctVolume: slicer.vtkMRMLScalarVolumeNode
+    modelPath: str = ""
+    livePreview: bool = True
+    maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
+    useFixedThreshold: bool = False
+    fixedThreshold: Annotated[float, WithinRange(-1000, 200)] = -400.0
+    openingRadius: Annotated[int, WithinRange(0, 10)] = 1
+    textureMix: Annotated[float, WithinRange(0.0, 1.0)] = 0.1
+    fusionKind: Annotated[str, Choice(list(FUSION_LABELS))] = "ipv2-input"
+    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    device: Annotated[str, Choice(["auto", "cuda", "cpu", "mps"])] = "auto"
+    batchSize: Annotated[int, WithinRange(0, 512)] = 0
+    halfPrecision: bool = True
+
+
+class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._segmentation = None
+        self._run = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.onPollJob)
+        self._previewTimer = qt.QTimer()
+        self._previewTimer.setSingleShot(True)
+        self._previewTimer.setInterval(30)
+        self._previewTimer.timeout.connect(self.updateLivePreview)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/IPv2Denoise.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.maskVariantComboBox.addItems(["paper", "reference"])
+        for key, label in FUSION_LABELS.items():
+            self.ui.fusionComboBox.addItem(label, key)
+        self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu", "mps"])
+        self.logic = IPv2DenoiseLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        redSlice = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        self.addObserver(redSlice, vtk.vtkCommand.ModifiedEvent, self.schedulePreview)
+
+        self.ui.previewFusionButton.connect("clicked(bool)", self.onPreviewFusion)
+        self.ui.wholeVolumeMasksButton.connect("clicked(bool)", self.onWholeVolumeMasks)
+        self.ui.createFusionVolumesButton.connect("clicked(bool)", self.onCreateFusionVolumes)
+        self.ui.denoiseButton.connect("clicked(bool)", self.onDenoise)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.removeObservers()
+        self._timer.stop()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged
+            )
+
+    def onSceneStartClose(self, caller, event):
+        if self._run is not None:
+            self.logic.cancelDenoise(self._run)
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        self._segmentation = None
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.uldctVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.uldctVolume = first
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged
+            )
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged
+            )
+            self.onParameterChanged()
+
+    def onParameterChanged(self, caller=None, event=None):
+        p = self._parameterNode
+        ready = bool(p and p.uldctVolume)
+        self.ui.denoiseButton.enabled = ready and bool(p.modelPath) and self._run is None
+        self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume)
+        self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume)
+        self.ui.wholeVolumeMasksButton.enabled = ready
+        self.ui.thresholdSliderWidget.enabled = bool(p and p.useFixedThreshold)
+        self.schedulePreview()
+
+    def schedulePreview(self, caller=None, event=None):
+        if (
+            self._parameterNode
+            and self._parameterNode.livePreview
+            and self._parameterNode.uldctVolume
+        ):
+            self._previewTimer.start()
+
+    def updateLivePreview(self):
+        try:
+            p = self._parameterNode
+            preview = self.logic.previewSlice(p, self.logic.currentSlice(p), self._segmentation)
+        except Exception as exc:  # shown, not raised, so a bad slice never breaks the panel
+            self.ui.previewStatusLabel.text = f"Preview failed: {exc}"
+            return
+        self._segmentation = preview.segmentation
+        self.ui.previewStatusLabel.text = preview.describe()
+
+    def onModelChanged(self, path):
+        self.ui.modelInfoLabel.text = self.logic.describeModel(path)
+
+    def _guarded(self, title):
+        """Dependencies first (asking the user), then errors shown instead of raised."""
+        try:
+            if not self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay):
+                return None
+        except IPv2Error as exc:
+            slicer.util.errorDisplay(str(exc))
+            return None
+        return slicer.util.tryWithErrorDisplay(title, waitCursor=True)
+
+    def onPreviewFusion(self):
+        if guard := self._guarded("Fusion preview failed."):
+            with guard:
+                p = self._parameterNode
+                node = self.logic.previewFusion(p, self.logic.currentSlice(p))
+                self.logic.showCompare(self._parameterNode, node)
+
+    def onWholeVolumeMasks(self):
+        if not (guard := self._guarded("Mask computation failed.")):
+            return
+        dialog = slicer.util.createProgressDialog(labelText="Masks for all slices...", maximum=100)
+
+        def progress(done, total):
+            dialog.value = int(100 * done / total)
+            slicer.app.processEvents()
+
+        with guard:
+            p = self._parameterNode
+            self._segmentation = self.logic.wholeVolumeMasks(p, self._segmentation, progress)
+        dialog.close()
+
+    def onCreateFusionVolumes(self):
+        if guard := self._guarded("Creating purified volumes failed."):
+            with guard:
+                created = self.logic.createFusionVolumes(self._parameterNode)
+                for warning in created.get("warnings", []):
+                    self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
+
+    def onDenoise(self):
+        if guard := self._guarded("Could not start denoising."):
+            with guard:
+                self._run = self.logic.startDenoise(self._parameterNode)
+                self.ui.logTextEdit.clear()
+                self.ui.progressBar.value = 0
+                self.ui.cancelButton.enabled = True
+                self.ui.denoiseButton.enabled = False
+                self._timer.start()
+
+    def onCancel(self):
+        if self._run is not None:
+            self.logic.cancelDenoise(self._run)
+            self.ui.logTextEdit.appendPlainText("Cancelling...")
+
+    def onPollJob(self):
+        run = self._run
+        if run is None:
+            self._timer.stop()
+            return
+        for event in run.job.poll():
+            if event.get("event") in ("log", "error"):
+                self.ui.logTextEdit.appendPlainText(str(event.get("message", "")))
+        self.ui.progressBar.value = int(100 * run.job.fraction)
+        self.ui.timeLabel.text = run.job.status_text()
+        if run.job.running:
+            return
+        self._timer.stop()
+        self._run = None
+        self.ui.cancelButton.enabled = False
+        self.onParameterChanged()
+        status = (run.job.result or {}).get("status")
+        if status == "cancelled":
+            self.ui.logTextEdit.appendPlainText("Cancelled; nothing was written.")
+            return
+        try:
+            node = self.logic.finishDenoise(run)
+        except IPv2Error as exc:
+            slicer.util.errorDisplay(
+                f"Denoising failed: {exc}", detailedText="\n".join(run.job.log_tail(100))
+            )
+            return
+        self.ui.progressBar.value = 100
+        slicer.util.setSliceViewerLayers(
+            background=self._parameterNode.uldctVolume, foreground=node, foregroundOpacity=0.0
+        )
+        self.logic.showCompare(self._parameterNode, node)
+
+
+class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, DenoiseLogicMixin):
+    """Usable from the Python console; the node workflows live in ipv2.mrml.denoise_logic."""
+
+    def getParameterNode(self):
+        return IPv2DenoiseParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def currentSlice(p):
+        """The uLDCT slice index under the centre of the Red view."""
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        center = red.GetSliceToRAS().MultiplyPoint((0.0, 0.0, 0.0, 1.0))[:3]
+        return workflows.slice_index_at(p.uldctVolume, tuple(center))
+
+    def showCompare(self, p, third):
+        """uLDCT, NDCT and a third volume side by side, linked, in the lung window."""
+        slicer.app.layoutManager().setLayout(register_compare_layout())
+        views = {"Red": p.uldctVolume, "Yellow": p.ndctVolume or p.uldctVolume, "Green": third}
+        for name, node in views.items():
+            composite = slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode()
+            composite.SetBackgroundVolumeID(node.GetID() if node else None)
+            composite.SetLinkedControl(True)
+            workflows.show_in_lung_window(node)
+
+
+class IPv2DenoiseTest(ScriptedLoadableModuleTest):
+    """In-Slicer self-test: phantom volumes, mask preview, a tiny model's denoising."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_preview_and_denoise()
+
+    def test_preview_and_denoise(self):
+        import tempfile
+
+        from ipv2.phantom import make_phantom
+        from ipv2.selftest import tiny_checkpoint
+
+        self.delayDisplay("Creating phantom volumes and previewing masks")
+        case = make_phantom(size=128, slices=4, seed=0)
+        logic = IPv2DenoiseLogic()
+        p = logic.getParameterNode()
+        p.uldctVolume = mrml.node_from_volume(case.uldct, "phantom uLDCT")
+        p.ndctVolume = mrml.node_from_volume(case.ndct, "phantom NDCT")
+        preview = logic.previewSlice(p, 2)
+        self.assertGreater(preview.lung_fraction, 0.05)
+        self.assertEqual(preview.segmentation.GetSegmentation().GetNumberOfSegments(), 3)
+
+        self.delayDisplay("Denoising with a tiny untrained model")
+        p.modelPath = str(tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny")))
+        p.steps, p.device = 1, "cpu"
+        run = logic.startDenoise(p)
+        deadline = time.time() + 300
+        while run.job.running and time.time() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.1)
+        self.assertEqual(run.job.wait(timeout=10), 0, "\n".join(run.job.log_tail(50)))
+        node = logic.finishDenoise(run)
+        self.assertEqual(slicer.util.arrayFromVolume(node).shape, (4, 128, 128))
+        self.delayDisplay("Test passed")

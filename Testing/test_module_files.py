@@ -1,0 +1,100 @@
+"""Static checks of the Slicer extension files (no Slicer application runs here)."""
+
+from __future__ import annotations
+
+import json
+import py_compile
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from module_checks import check_cmake, check_ui_consistency
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = {"IPv2Denoise": "IPv2DenoiseParameterNode", "IPv2Train": "IPv2TrainParameterNode"}
+PRESENT = [m for m in MODULES if (REPO / m / f"{m}.py").exists()]
+
+
+def test_every_python_file_of_the_extension_compiles(tmp_path: Path) -> None:
+    files = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts and "build" not in p.parts]
+    assert len(files) > 20
+    for path in files:
+        py_compile.compile(str(path), cfile=str(tmp_path / "x.pyc"), doraise=True)
+
+
+@pytest.mark.parametrize("module", PRESENT)
+def test_module_ui_and_parameters_are_consistent(module: str) -> None:
+    folder = REPO / module
+    problems = check_ui_consistency(
+        folder / f"{module}.py", folder / f"Resources/UI/{module}.ui", MODULES[module]
+    )
+    assert problems == []
+
+
+@pytest.mark.parametrize("module", PRESENT)
+def test_removing_a_used_widget_from_the_ui_is_caught(module: str, tmp_path: Path) -> None:
+    folder = tmp_path / module
+    shutil.copytree(REPO / module, folder)
+    ui = folder / f"Resources/UI/{module}.ui"
+    tree = ET.parse(ui)
+    # Remove the widget the code uses to start the main action.
+    target = "denoiseButton" if module == "IPv2Denoise" else "startButton"
+    for parent in tree.getroot().iter():
+        for child in list(parent):
+            if child.tag == "item" and any(w.get("name") == target for w in child.iter("widget")):
+                parent.remove(child)
+    tree.write(ui)
+    problems = check_ui_consistency(folder / f"{module}.py", ui, MODULES[module])
+    assert any(target in p for p in problems)
+
+
+@pytest.mark.parametrize("module", PRESENT)
+def test_cmake_lists_exactly_the_module_files(module: str, tmp_path: Path) -> None:
+    assert check_cmake(REPO / module) == []
+    folder = tmp_path / module
+    shutil.copytree(REPO / module, folder)
+    (folder / "Helper.py").write_text("x = 1\n")
+    (folder / f"Resources/Icons/{module}.png").unlink()
+    problems = check_cmake(folder)
+    assert any("Helper.py is not listed" in p for p in problems)
+    assert any("missing file" in p for p in problems)
+
+
+@pytest.mark.parametrize("module", PRESENT)
+def test_module_file_stays_a_thin_shell(module: str) -> None:
+    lines = (REPO / module / f"{module}.py").read_text().splitlines()
+    assert len(lines) < 360, f"{module}.py has {len(lines)} lines; move logic into ipv2.mrml"
+
+
+def test_extension_cmake_and_index_entry() -> None:
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert "project(IPv2)" in top
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+    ):
+        assert key in top
+    for sub in re.findall(r"add_subdirectory\((\w+)\)", top):
+        assert (REPO / sub / "CMakeLists.txt").exists(), sub
+    assert set(re.findall(r"add_subdirectory\((\w+)\)", top)) == {"ipv2", *PRESENT}
+    entry = json.loads((REPO / "Resources/IPv2.json").read_text())
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["category"] == "Filtering"
+    assert "REPLACE-WITH-OWNER" in entry["scm_url"], (
+        "placeholder must stay visibly marked until published"
+    )
+    assert "slicer-extension-catalog-entry-schema" in entry["$schema"]
+
+
+def test_icons_are_128_pixels() -> None:
+    import SimpleITK as sitk
+
+    for path in [REPO / "IPv2.png", *REPO.glob("*/Resources/Icons/*.png")]:
+        assert sitk.ReadImage(str(path)).GetSize() == (128, 128), path

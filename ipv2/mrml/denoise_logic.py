@@ -1,0 +1,96 @@
+"""The IPv2Denoise module's logic, kept in the engine so it is tested outside Slicer.
+
+The module's ``IPv2DenoiseLogic`` inherits this mixin next to Slicer's
+``ScriptedLoadableModuleLogic``; every method takes the module's parameter node ``p``
+(any object with the same attribute names works, which is how the tests drive it). Only
+what needs the running application (slice views, layouts, dialogs) stays in the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ipv2.errors import IPv2Error
+from ipv2.mrml import workflows
+from ipv2.mrml.dependencies import install_dependencies
+from ipv2.mrml.nodes import output_name, scene_or_default
+
+FUSION_LABELS = {
+    "ipv1-input": "IPv1 training input",
+    "ipv1-label": "IPv1 label",
+    "ipv2-input": "IPv2 training input",
+    "ipv2-label": "IPv2 label",
+}
+
+
+class DenoiseLogicMixin:
+    """Node workflows of the panel, parameterised by the panel's parameter node."""
+
+    def ensureDependencies(self, confirm: Callable[[str], bool]) -> bool:
+        return install_dependencies(confirm)
+
+    @staticmethod
+    def maskOptions(p: Any) -> Any:
+        threshold = p.fixedThreshold if p.useFixedThreshold else None
+        return workflows.mask_options(p.maskVariant, threshold, p.openingRadius)
+
+    def recipeOptions(self, p: Any) -> dict[str, Any]:
+        return {"t": p.textureMix, "masks": self.maskOptions(p)}
+
+    def previewSlice(self, p: Any, k: int, segmentation: Any = None) -> workflows.SlicePreview:
+        options = self.maskOptions(p)
+        return workflows.preview_slice(p.uldctVolume, p.ndctVolume, k, options, segmentation)
+
+    def wholeVolumeMasks(
+        self, p: Any, segmentation: Any = None, progress: Callable[[int, int], None] | None = None
+    ) -> Any:
+        options = self.maskOptions(p)
+        return workflows.masks_for_volume(
+            p.uldctVolume, p.ndctVolume, options, segmentation, progress
+        )
+
+    def previewFusion(self, p: Any, k: int, scene: Any = None) -> Any:
+        """The chosen fusion of slice ``k`` in a reused '<uLDCT> ... preview' node."""
+        weak = p.modelPath if p.fusionKind == "ipv2-label" else None
+        volume = workflows.fusion_slice(
+            p.uldctVolume, p.ndctVolume, k, p.fusionKind, self.recipeOptions(p), weak
+        )
+        name = output_name(p.uldctVolume, f"{FUSION_LABELS[p.fusionKind]} preview")
+        existing = scene_or_default(scene).GetFirstNodeByName(name)
+        node = workflows.show_volume(volume, name, node=existing, scene=scene)
+        workflows.show_in_lung_window(node)
+        return node
+
+    def createFusionVolumes(self, p: Any, scene: Any = None) -> dict[str, Any]:
+        strategy = p.fusionKind.split("-")[0]
+        return workflows.purify_nodes(
+            p.uldctVolume, p.ndctVolume, strategy, None, self.recipeOptions(p), scene=scene
+        )
+
+    @staticmethod
+    def describeModel(path: str) -> str:
+        try:
+            return workflows.model_summary(path) if path else "No model selected."
+        except IPv2Error as exc:
+            return f"Not a usable model: {exc}"
+
+    @staticmethod
+    def startDenoise(p: Any, workdir: str | None = None) -> workflows.DenoiseRun:
+        return workflows.start_denoise(
+            p.uldctVolume,
+            p.modelPath,
+            steps=p.steps or None,
+            device=p.device,
+            batch_size=p.batchSize or None,
+            half=p.halfPrecision,
+            workdir=workdir,
+        )
+
+    @staticmethod
+    def cancelDenoise(run: workflows.DenoiseRun) -> None:
+        run.job.cancel(grace=10.0)
+
+    @staticmethod
+    def finishDenoise(run: workflows.DenoiseRun, scene: Any = None) -> Any:
+        return workflows.finish_denoise(run, scene)
