@@ -14,8 +14,9 @@ import torch
 from factories import tiny_checkpoint
 
 from ipv2.checkpoint import load_checkpoint
+from ipv2.devices import resolve_device
 from ipv2.errors import CancelledError
-from ipv2.infer import DenoiseOptions, SliceRunner, denoise_array, denoise_volume, resolve_device
+from ipv2.infer import DenoiseOptions, SliceRunner, denoise_array, denoise_volume
 from ipv2.phantom import make_phantom
 from ipv2.volume_io import read_volume, write_volume
 

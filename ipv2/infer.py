@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ipv2.checkpoint import Loaded
+from ipv2.devices import resolve_device
 from ipv2.errors import CancelledError, InputError, IPv2Error
 from ipv2.padding import detect_padding
 from ipv2.volume import Volume
@@ -73,35 +74,6 @@ class DenoiseInfo:
             "oom_retries": self.oom_retries,
             "notes": self.notes,
         }
-
-
-def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA (this rank's GPU), then MPS, then CPU; absent devices are refused."""
-    key = (name or "auto").strip().lower()
-    if key == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(key)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"device {name!r} was asked for but this torch has no usable CUDA GPU; "
-                "use --device cpu (or auto)"
-            )
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InputError("device 'mps' was asked for but MPS is not available here")
-    return device
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

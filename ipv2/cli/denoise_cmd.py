@@ -79,7 +79,8 @@ def _batch(text: str) -> int | None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ipv2.checkpoint import load_checkpoint
-    from ipv2.infer import DenoiseOptions, denoise_volume, resolve_device
+    from ipv2.devices import resolve_device
+    from ipv2.infer import DenoiseOptions, denoise_volume
     from ipv2.stopping import StopRequest
 
     options = DenoiseOptions(

@@ -1,33 +1,46 @@
-"""Scan noise for the phantom.
+"""Scan noise for the phantom, from the projection-domain simulator (method.md section 4).
 
-TEMPORARY image-domain model, used until the projection-domain simulator of issue #4
-lands: stationary Gaussian noise, lightly low-pass filtered to mimic the correlated
-grain of filtered back-projection, with a standard deviation that scales as
-1/sqrt(dose). It has no streaks and no dependence on the anatomy; the physical model
-replaces it.
+Each phase is projected, given Poisson counting and Gaussian electronic noise at its dose,
+and reconstructed by filtered back-projection (:func:`ipv2.lowdose.simulate_slices`), so
+the noise has CT's texture: correlated grain, more noise through the long axis of the
+body, streaks behind bone.
+
+Doses refer to a 512-pixel reconstruction of the phantom's field of view, the size of
+real chest CT. A smaller phantom is a downscaled stand-in, and larger pixels average more
+photons, so its photon counts are scaled by ``size / 512``: a 128-pixel phantom then
+shows the per-pixel noise of the real acquisition (per-pixel noise grows as the square
+root of the pixel count across, measured: 38 HU at 128 px versus 78 HU at 512 px in the
+lungs at 2% dose without the scaling).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
+
+from ipv2.lowdose import PhysicsParams, simulate_slices
+
+REFERENCE_SIZE = 512
 
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """Noise at full dose, in HU, for a 512-pixel-equivalent acquisition."""
+    """Physics of the phantom's scans; ``dose_fraction`` is set per phase."""
 
-    full_dose_sigma_hu: float = 12.0
-    grain_px: float = 0.7
+    physics: PhysicsParams = field(default_factory=PhysicsParams)
+    reference_size: int = REFERENCE_SIZE
 
     def describe(self) -> dict[str, object]:
+        p = self.physics
         return {
-            "model": "image-domain gaussian (temporary)",
-            "full_dose_sigma_hu": self.full_dose_sigma_hu,
-            "grain_px": self.grain_px,
+            "model": "projection-domain Poisson + electronic noise, FBP (ipv2.lowdose)",
+            "i0_full": p.i0_full,
+            "mu_water_per_mm": p.mu_water,
+            "electronic_noise_var": p.electronic_noise_var,
+            "filter": p.filter,
+            "dose_refers_to_size": self.reference_size,
         }
 
 
@@ -39,9 +52,16 @@ def add_scan_noise(
     model: NoiseModel,
     size: int,
 ) -> npt.NDArray[np.float32]:
-    rng = np.random.default_rng(seed)
-    white = rng.standard_normal(clean.shape)
-    grain = ndimage.gaussian_filter(white, sigma=(0, model.grain_px, model.grain_px))
-    grain /= grain.std() + 1e-12
-    sigma = model.full_dose_sigma_hu / np.sqrt(dose)
-    return (clean + sigma * grain).astype(np.float32)
+    """``clean`` (z, y, x) HU with the noise of a scan at ``dose``."""
+    scale = size / model.reference_size
+    i0 = dose * model.physics.i0_full * scale
+    params = PhysicsParams(
+        dose_fraction=dose,
+        i0_full=model.physics.i0_full,
+        i0=i0,
+        mu_water=model.physics.mu_water,
+        electronic_noise_var=model.physics.electronic_noise_var,
+        count_floor=model.physics.count_floor,
+        filter=model.physics.filter,
+    )
+    return np.asarray(simulate_slices(clean, pixel_mm, params, seed=seed), dtype=np.float32)
