@@ -162,3 +162,27 @@ def test_bench_purify_runs(capsys: pytest.CaptureFixture[str]) -> None:
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     done = next(e for e in events if e["event"] == "done")
     assert done["volume_ms_per_slice"] > 0 and done["single_slice_ms"] > 0
+
+
+def test_purify_applies_a_weak_denoiser_checkpoint(
+    pair_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Module 3 from a checkpoint: W = weak(U) is computed, then L*W + (1-L)*N."""
+    from ipv2.checkpoint import load_checkpoint
+    from ipv2.infer import denoise_volume
+    from ipv2.selftest import tiny_checkpoint
+
+    weak = tiny_checkpoint(tmp_path / "weak", arch="regressor")
+    out = tmp_path / "out"
+    args = ["purify", "-U", str(pair_files["U"]), "-N", str(pair_files["N"]), "--modules", "1,3"]
+    assert (
+        main([*args, "--strategy", "ipv2", "--weak", str(weak), "--out-dir", str(out), "--quiet"])
+        == 0
+    )
+    label = read_volume(out / "eval_label.nrrd").array
+    masks = read_volume(out / "masks.nrrd").array
+    u, n = read_volume(pair_files["U"]), read_volume(pair_files["N"])
+    w = denoise_volume(u, load_checkpoint(weak))[0].array
+    lung = masks == 2
+    np.testing.assert_allclose(label[lung], w[lung], atol=1e-3)
+    np.testing.assert_allclose(label[~lung], n.array[~lung], atol=1e-3)

@@ -14,8 +14,6 @@ out, the manifest says why, and everything else is built.
 from __future__ import annotations
 
 import csv
-import importlib
-import inspect
 import json
 import os
 from collections.abc import Callable
@@ -157,51 +155,34 @@ def _manifest_rows(src: Path) -> list[dict[str, str]]:
     )
 
 
-def _optional_module(name: str) -> Any:
-    """A module that a later issue brings, or None while it has not landed."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None
-        raise
-
-
 def find_simulator(dose_fraction: float) -> tuple[SimulateFn | None, str]:
-    """The low-dose simulator of issue #4 as ``(N, seed) -> S``, or None with the reason."""
-    lowdose = _optional_module("ipv2.lowdose")
-    simulate = getattr(lowdose, "simulate_volume", None)
-    if simulate is None:
-        return (
-            None,
-            "the low-dose simulator (ipv2.lowdose, issue #4) is not installed in this engine",
-        )
-    params_cls = getattr(lowdose, "PhysicsParams", None)
-    accepted = inspect.signature(simulate).parameters
-    kwargs: dict[str, Any] = {}
-    if params_cls is not None and "params" in accepted:
-        kwargs["params"] = params_cls(dose_fraction=dose_fraction)
+    """Module 2's simulator as ``(N, seed) -> S``, with a note for the manifest."""
+    from ipv2.lowdose import PhysicsParams, simulate_volume
+
+    params = PhysicsParams(dose_fraction=dose_fraction)
 
     def run(volume: Volume, seed: int) -> Volume:
-        extra = {"seed": seed} if "seed" in accepted else {}
-        out = simulate(volume, **kwargs, **extra)
-        return out[0] if isinstance(out, tuple) else out
+        return simulate_volume(volume, params, seed=seed)[0]
 
-    return run, f"ipv2.lowdose.simulate_volume (dose fraction {dose_fraction})"
+    return run, f"ipv2.lowdose physical simulation (dose fraction {dose_fraction})"
 
 
 def find_weak_denoiser(checkpoint: Path | None) -> tuple[VolumeFn | None, str]:
-    """The weak denoiser of issue #5 as ``U -> W``, or None with the reason."""
+    """Module 3's weak denoiser as ``U -> W``, or None with the reason."""
     if checkpoint is None:
-        return None, "Module 3 needs a weak denoiser checkpoint (--weak CKPT)"
-    weak = _optional_module("ipv2.train.weak")
-    if weak is None or not hasattr(weak, "load_weak_denoiser"):
         return None, (
-            f"the weak denoiser (issue #5) is not in this engine yet, so {checkpoint} cannot be "
-            "applied; give precomputed weakly denoised volumes in a manifest column 'weak' instead"
+            "Module 3 needs a weak denoiser checkpoint (--weak CKPT; train one with "
+            "ipv2 train --weak)"
         )
-    fn: VolumeFn = weak.load_weak_denoiser(checkpoint)
-    return fn, f"weak denoiser {checkpoint}"
+    from ipv2.checkpoint import load_checkpoint
+    from ipv2.infer import denoise_volume
+
+    loaded = load_checkpoint(checkpoint)
+
+    def run(volume: Volume) -> Volume:
+        return denoise_volume(volume, loaded)[0]
+
+    return run, f"weak denoiser {checkpoint} ({loaded.meta.get('arch')}, {loaded.scheme.name})"
 
 
 def build_dataset(

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ipv2.cli.common import add_events_option
-from ipv2.dataset_build import find_simulator
+from ipv2.dataset_build import find_simulator, find_weak_denoiser
 from ipv2.errors import InputError
 from ipv2.events import Reporter
 from ipv2.masks import MaskOptions
@@ -44,7 +44,11 @@ def register(sub: Any) -> None:
         help="IPv2 modules to apply, e.g. 1,2,3 or none (default: none for ipv1, 1,2,3 for ipv2)",
     )
     p.add_argument("--simulated", "-S", help="simulated low-dose S = sim(N) (Module 2)")
-    p.add_argument("--weak", "-W", help="weakly denoised W = weak(U) volume (Module 3)")
+    p.add_argument(
+        "--weak",
+        "-W",
+        help="Module 3: a weak denoiser checkpoint folder (applied to U), or a W = weak(U) volume",
+    )
     p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
     p.add_argument(
@@ -119,7 +123,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     resampled: list[str] = []
     n = _load(args.ndct, "N", u, args.resample, resampled)
     sim = _load(args.simulated, "S", u, args.resample, resampled) if args.simulated else None
-    weak = _load(args.weak, "W", u, args.resample, resampled) if args.weak else None
+    weak = None
+    if args.weak and (Path(args.weak) / "model.json").is_file():
+        denoise, why = find_weak_denoiser(Path(args.weak))
+        assert denoise is not None
+        reporter.log(f"weakly denoising U with {why}")
+        weak = denoise(u)
+    elif args.weak:
+        weak = _load(args.weak, "W", u, args.resample, resampled)
     sim_note = "given" if sim is not None else None
     if recipe.needs_simulated and sim is None:
         simulate, why = find_simulator(args.dose)
@@ -129,8 +140,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         sim, sim_note = simulate(n, 0), why
     if recipe.needs_weak and weak is None:
         raise InputError(
-            "Module 3 needs the weakly denoised W = weak(U): give --weak W, a volume denoised by "
-            "the weak denoiser (the denoiser itself arrives with issue #5)"
+            "Module 3 needs the weakly denoised W = weak(U): give --weak with a weak denoiser "
+            "checkpoint (train one with ipv2 train --weak) or a precomputed W volume"
         )
     reporter.progress("purify", 0, 1)
     result = purify_pair(u, n, recipe, sim, weak)
