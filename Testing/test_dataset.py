@@ -107,3 +107,32 @@ def test_failure_leaves_nothing(tmp_path: Path) -> None:
         build_dataset(tmp_path / "src", tmp_path / "out", BuildConfig())
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_module_2_dose_fitted_to_each_cases_uldct(tmp_path: Path) -> None:
+    """With --match-uldct, sim(N) carries the noise level of the real uLDCT of its case."""
+    from scipy import ndimage
+
+    case = make_phantom(size=128, slices=4, seed=21)
+    write_volume(case.uldct, tmp_path / "u.nrrd")
+    write_volume(case.ndct, tmp_path / "n.nrrd")
+    (tmp_path / "pairs.csv").write_text("uldct,ndct,split,case\nu.nrrd,n.nrrd,train,c0\n")
+    recipe = Recipe.for_strategy("ipv2", frozenset({1, 2}))
+    plain = build_dataset(tmp_path / "pairs.csv", tmp_path / "a", BuildConfig(recipe=recipe))
+    fitted = build_dataset(
+        tmp_path / "pairs.csv", tmp_path / "b", BuildConfig(recipe=recipe, match_uldct=True)
+    )
+    assert (
+        fitted["parameters"]["match_uldct"] is True and plain["parameters"]["match_uldct"] is False
+    )
+    core = ndimage.binary_erosion(case.masks_ref.lung, np.ones((1, 5, 5)))
+    real = (case.uldct.array - case.clean_ld.array)[
+        ndimage.binary_erosion(case.masks_ld.lung, np.ones((1, 5, 5)))
+    ].std()
+
+    def lung_noise(root: Path) -> float:
+        sim = np.load(root / "train" / "sim" / "c0.npy")
+        return float((sim - case.clean_ref.array)[core].std())
+
+    assert abs(lung_noise(tmp_path / "b") - real) < 0.25 * real
+    assert lung_noise(tmp_path / "a") < 0.6 * real  # the plain 2% dose is too quiet at 128 px

@@ -43,7 +43,7 @@ from ipv2.volume import Volume
 from ipv2.volume_io import read_volume
 
 VolumeFn = Callable[[Volume], Volume]
-SimulateFn = Callable[[Volume, int], Volume]  # (N, seed) -> S
+SimulateFn = Callable[[Volume, int, Volume], Volume]  # (N, seed, U) -> S
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class BuildConfig:
     window: HUWindow = DEFAULT_PNG_WINDOW
     pixel_mm: float = 1.0  # PNG slices carry no pixel size
     dose_fraction: float = 0.02
+    match_uldct: bool = False  # fit each case's simulated dose to its own real uLDCT noise
     weak_checkpoint: Path | None = None
 
 
@@ -155,16 +156,25 @@ def _manifest_rows(src: Path) -> list[dict[str, str]]:
     )
 
 
-def find_simulator(dose_fraction: float) -> tuple[SimulateFn | None, str]:
-    """Module 2's simulator as ``(N, seed) -> S``, with a note for the manifest."""
+def find_simulator(
+    dose_fraction: float, match_uldct: bool = False
+) -> tuple[SimulateFn | None, str]:
+    """Module 2's simulator as ``(N, seed, U) -> S``, with a note for the manifest.
+
+    With ``match_uldct`` the dose of each case is fitted so the simulated noise matches
+    that case's real uLDCT (method.md section 4, calibration c): the lungs of IPv2's
+    training input then carry the noise level the model will meet at test time.
+    """
     from ipv2.lowdose import PhysicsParams, simulate_volume
 
     params = PhysicsParams(dose_fraction=dose_fraction)
 
-    def run(volume: Volume, seed: int) -> Volume:
-        return simulate_volume(volume, params, seed=seed)[0]
+    def run(volume: Volume, seed: int, uldct: Volume) -> Volume:
+        target = uldct if match_uldct else None
+        return simulate_volume(volume, params, seed=seed, match_uldct=target)[0]
 
-    return run, f"ipv2.lowdose physical simulation (dose fraction {dose_fraction})"
+    how = "dose fitted per case to its uLDCT" if match_uldct else f"dose fraction {dose_fraction}"
+    return run, f"ipv2.lowdose physical simulation ({how})"
 
 
 def find_weak_denoiser(checkpoint: Path | None) -> tuple[VolumeFn | None, str]:
@@ -206,7 +216,7 @@ def build_dataset(
         split_rule = "as given by the source"
     sim_fn, sim_note = (None, "")
     if recipe.needs_simulated and not all(p.simulated for p in pairs):
-        sim_fn, sim_note = find_simulator(config.dose_fraction)
+        sim_fn, sim_note = find_simulator(config.dose_fraction, config.match_uldct)
     weak_fn, weak_note = (None, "")
     if recipe.needs_weak and not all(p.weak for p in pairs):
         weak_fn, weak_note = find_weak_denoiser(config.weak_checkpoint)
@@ -237,6 +247,7 @@ def build_dataset(
                 **recipe.to_json(),
                 "simulation": sim_note or None,
                 "dose_fraction": config.dose_fraction if recipe.needs_simulated else None,
+                "match_uldct": config.match_uldct if recipe.needs_simulated else None,
                 "weak_denoiser": weak_note or None,
                 "png_pixel_mm": config.pixel_mm if pairs[0].png is not None else None,
             },
@@ -279,7 +290,7 @@ def _build_case(
             sim = read_volume(pair.simulated)
             sources["sim"] = str(pair.simulated)
         elif sim_fn is not None:
-            sim = sim_fn(n, noise_seed)
+            sim = sim_fn(n, noise_seed, u)
             sources["sim"] = f"simulated from ndct (noise seed {noise_seed})"
     if recipe.needs_weak:
         if pair.weak is not None:

@@ -63,6 +63,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dose", type=float, default=0.02, help="dose fraction for Module 2's simulation"
     )
+    p.add_argument(
+        "--match-uldct",
+        action="store_true",
+        help="fit Module 2's dose per case so the simulated noise matches that case's uLDCT",
+    )
     p.add_argument("--weak", type=Path, default=None, help="weak denoiser checkpoint (Module 3)")
     add_events_option(p)
     p.set_defaults(run=run)
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         window=HUWindow(args.window[0], args.window[1]),
         pixel_mm=args.pixel_mm,
         dose_fraction=args.dose,
+        match_uldct=args.match_uldct,
         weak_checkpoint=args.weak,
     )
     manifest = build_dataset(args.source, args.out, config, reporter)

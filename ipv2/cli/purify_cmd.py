@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if simulate is None:
             raise InputError(f"Module 2 needs the simulated S = sim(N): give --simulated S ({why})")
         reporter.log(f"simulating S from N with {why}")
-        sim, sim_note = simulate(n, 0), why
+        sim, sim_note = simulate(n, 0, u), why
     if recipe.needs_weak and weak is None:
         raise InputError(
             "Module 3 needs the weakly denoised W = weak(U): give --weak with a weak denoiser "
