@@ -71,6 +71,7 @@ class ConsoleReporter(Reporter):
         self.quiet = quiet
         self._bar: tqdm[Any] | None = None
         self._stage: str | None = None
+        self._finished: str | None = None  # last completed stage, to ignore repeats
 
     def emit(self, kind: str, **fields: Any) -> None:
         if kind == "progress":
@@ -85,7 +86,7 @@ class ConsoleReporter(Reporter):
             self._write(f"{fields['name']} = {fields['value']:.6g} {extra}".rstrip())
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
+        if self.quiet or (stage == self._finished and done >= total):
             return
         if self._bar is None or stage != self._stage:
             self.close()
@@ -95,6 +96,7 @@ class ConsoleReporter(Reporter):
         self._bar.update(done - self._bar.n)
         if done >= total:
             self.close()
+            self._finished = stage
 
     def _write(self, text: str) -> None:
         if self._bar is not None:

@@ -1,0 +1,253 @@
+"""The demo's stages, in order, each reusing the engine's public functions.
+
+1. Phantom patients (uLDCT at one breathing phase, NDCT at another, truth for both).
+2. Module 2's simulation fitted to each case's uLDCT; the weak denoiser (Module 3) is
+   trained on ``(sim(N), N)``.
+3. Two datasets from the same pairs: IPv1, and IPv2 (Modules 1+2 for training inputs,
+   1+3 for labels).
+4. The same small FFM trained on each with the same seed and step budget.
+5. Both models denoise the test patient's real uLDCT; the outputs are measured against
+   the noise-free truth (and the labels), and the report is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipv2.checkpoint import load_checkpoint
+from ipv2.dataset_build import BuildConfig, build_dataset
+from ipv2.errors import InputError
+from ipv2.events import Reporter
+from ipv2.infer import DenoiseOptions, denoise_volume
+from ipv2.intensity import HUWindow
+from ipv2.metrics import RegionMasks, reference_metrics
+from ipv2.outputs import atomic_output_dir, write_json_atomic
+from ipv2.phantom import PhantomCase, make_phantom
+from ipv2.phantom.export import write_case
+from ipv2.purify import Recipe
+from ipv2.train import TrainConfig, latest_checkpoint, train
+from ipv2.volume import Volume
+
+STRATEGIES = ("ipv1", "ipv2")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and budgets; the defaults finish in minutes on two CPU cores."""
+
+    size: int = 128
+    slices: int = 12
+    cases: int = 5  # patients: all but two train, one validates, one is the test patient
+    steps: int = 400  # training steps per denoiser (same for IPv1 and IPv2)
+    weak_steps: int = 200
+    batch_size: int = 4
+    crop: int = 64
+    base: int = 16
+    mults: tuple[int, ...] = (1, 2, 2)
+    sampler_steps: int = 10
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    window: tuple[float, float] = (-1024.0, 1024.0)
+
+    def check(self) -> None:
+        if self.cases < 3:
+            raise InputError("the demo needs at least 3 phantom cases (train, validation, test)")
+        if self.steps < 1 or self.weak_steps < 1:
+            raise InputError("training steps must be at least 1")
+        if self.crop > self.size:
+            raise InputError(f"crop {self.crop} is larger than the phantom size {self.size}")
+
+
+@dataclass
+class StageClock:
+    """Wall time of each stage, for the report."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t0, 1)
+        self._t0 = now
+
+
+def _write_phantoms(config: DemoConfig, root: Path, reporter: Reporter) -> list[PhantomCase]:
+    cases = []
+    rows = []
+    for i in range(config.cases):
+        reporter.progress("demo: phantom patients", i, config.cases)
+        case = make_phantom(size=config.size, slices=config.slices, seed=config.seed + i)
+        name = f"case{i:03d}"
+        write_case(case, root / name)
+        split = "test" if i == config.cases - 1 else "val" if i == config.cases - 2 else "train"
+        rows.append(
+            {
+                "case": name,
+                "patient": name,
+                "split": split,
+                "uldct": f"{name}/uldct.nrrd",
+                "ndct": f"{name}/ndct.nrrd",
+            }
+        )
+        cases.append(case)
+    reporter.progress("demo: phantom patients", config.cases, config.cases)
+    with (root / "pairs.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return cases
+
+
+def _train(
+    config: DemoConfig, data: Path, out: Path, reporter: Reporter, steps: int, weak: bool
+) -> Path:
+    cfg = TrainConfig(
+        data=str(data),
+        output=str(out),
+        model="ffm",
+        model_params={"base": config.base, "mults": list(config.mults)},
+        epochs=10_000,
+        max_steps=steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        crop=config.crop,
+        flips=True,
+        val_every=0,
+        checkpoint_every=10_000,
+        seed=config.seed,
+        device=config.device,
+        threads=config.threads,
+        weak=weak,
+        log_every=max(1, steps // 20),
+    )
+    result = train(cfg, reporter)
+    found = result.get("checkpoint") or latest_checkpoint(out)
+    if found is None:
+        raise InputError(f"training in {out} produced no checkpoint")
+    return Path(found)
+
+
+def run_demo(
+    config: DemoConfig, out_dir: str | Path, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """Run every stage into ``out_dir`` (a new folder); returns the metrics written."""
+    from ipv2.demo.report import write_report
+
+    config.check()
+    rep = reporter or Reporter()
+    clock = StageClock()
+    window = HUWindow(*config.window)
+    with atomic_output_dir(out_dir) as root:
+        data = root / "phantom"
+        data.mkdir()
+        cases = _write_phantoms(config, data, rep)
+        clock.lap("phantom")
+        modules = frozenset({1, 2, 3})
+        ipv2_recipe = Recipe.for_strategy("ipv2", modules)
+        rep.log(
+            "building the IPv2 training set (Module 2 fitted to each uLDCT) for the weak denoiser"
+        )
+        stage1 = BuildConfig(recipe=ipv2_recipe, match_uldct=True, window=window)
+        build_dataset(data / "pairs.csv", root / "dataset-ipv2-sim", stage1, rep)
+        clock.lap("simulation")
+        rep.log("training the weak denoiser (Module 3) on (sim(N), N)")
+        weak = _train(
+            config, root / "dataset-ipv2-sim", root / "weak-denoiser", rep, config.weak_steps, True
+        )
+        clock.lap("weak denoiser")
+        datasets = {
+            "ipv1": build_dataset(
+                data / "pairs.csv",
+                root / "dataset-ipv1",
+                BuildConfig(recipe=Recipe.for_strategy("ipv1"), window=window),
+                rep,
+            ),
+            "ipv2": build_dataset(
+                data / "pairs.csv",
+                root / "dataset-ipv2",
+                BuildConfig(
+                    recipe=ipv2_recipe, match_uldct=True, window=window, weak_checkpoint=weak
+                ),
+                rep,
+            ),
+        }
+        clock.lap("datasets")
+        models = {}
+        for name in STRATEGIES:
+            rep.log(f"training FFM on the {name.upper()} dataset ({config.steps} steps)")
+            models[name] = _train(
+                config, root / f"dataset-{name}", root / f"model-{name}", rep, config.steps, False
+            )
+            clock.lap(f"train {name}")
+        test = cases[-1]
+        outputs: dict[str, Volume] = {}
+        options = DenoiseOptions(steps=config.sampler_steps, device=config.device)
+        for name in STRATEGIES:
+            loaded = load_checkpoint(models[name])
+            rep.log(f"denoising the test patient with the {name.upper()} model")
+            stage = f"demo: denoise ({name})"
+
+            def progress(done: int, total: int, stage: str = stage) -> None:
+                rep.progress(stage, done, total)
+
+            outputs[name], _ = denoise_volume(test.uldct, loaded, options, progress=progress)
+        clock.lap("denoise")
+        labels = _test_labels(root, datasets)
+        metrics = _measure(test, outputs, labels, window)
+        metrics["config"] = asdict(config)
+        metrics["stage_seconds"] = clock.seconds
+        metrics["total_seconds"] = round(sum(clock.seconds.values()), 1)
+        write_json_atomic(root / "metrics.json", metrics)
+        write_report(root, test, outputs, labels, metrics)
+    rep.done(status="ok", out=str(out_dir), **metrics["comparison"])
+    return metrics
+
+
+def _test_labels(root: Path, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    labels = {}
+    for name, manifest in manifests.items():
+        test = next(c for c in manifest["cases"] if c["split"] == "test")
+        path = root / f"dataset-{name}" / "test" / "label" / f"{test['case']}.npy"
+        if path.exists():
+            labels[name] = np.load(path)
+    return labels
+
+
+def _measure(
+    test: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], window: HUWindow
+) -> dict[str, Any]:
+    regions = RegionMasks.from_regions(test.masks_ld)
+    truth = test.clean_ld.array
+    rows: dict[str, Any] = {
+        "uldct (input)": reference_metrics(test.uldct.array, truth, regions, window)
+    }
+    for name, out in outputs.items():
+        row: dict[str, Any] = dict(reference_metrics(out.array, truth, regions, window))
+        for label_name, label in labels.items():
+            vs = reference_metrics(out.array, label, regions, window, metrics=("psnr", "ssim"))
+            row[f"psnr_vs_{label_name}_label"] = vs["psnr"]
+            row[f"ssim_vs_{label_name}_label"] = vs["ssim"]
+        rows[f"{name}-trained FFM"] = row
+    a, b = rows["ipv1-trained FFM"], rows["ipv2-trained FFM"]
+
+    def reduction(key: str) -> float | None:
+        if a.get(key) in (None, 0) or b.get(key) is None:
+            return None
+        return round(1.0 - float(b[key]) / float(a[key]), 4)
+
+    return {
+        "truth": "noise-free low-dose-phase anatomy (clean_ld) of the test patient",
+        "rows": rows,
+        "comparison": {
+            "background_noise_reduction_ipv2_vs_ipv1": reduction("noise_background_hu"),
+            "lung_noise_reduction_ipv2_vs_ipv1": reduction("noise_lung_hu"),
+        },
+    }
