@@ -1,0 +1,157 @@
+"""Checkpoints: round trip, metadata, refusals (pickle, truncation, other architecture), atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ipv2 import checkpoint as ck
+from ipv2.errors import InputError
+from ipv2.intensity import HUWindow
+from ipv2.models import MODELS, build
+from ipv2.schemes import make_scheme
+
+torch.set_num_threads(1)
+WINDOW = HUWindow(-1100.0, 900.0)
+
+
+def save_tiny(folder: Path, arch: str = "unet", scheme: str = "flow") -> Path:
+    torch.manual_seed(0)
+    model = build(arch, **MODELS[arch].tiny)
+    meta = ck.model_metadata(
+        model,
+        make_scheme(scheme, steps=4) if scheme != "regression" else make_scheme(scheme),
+        WINDOW,
+        strategy="ipv2",
+        modules=[1, 2, 3],
+        data_fingerprint="abc",
+        epoch=2,
+        step=40,
+        metrics={"mae_hu": 12.5},
+    )
+    return ck.save_model(folder, model, meta)
+
+
+def test_round_trip_restores_weights_and_metadata(tmp_path: Path) -> None:
+    folder = save_tiny(tmp_path / "ck")
+    torch.manual_seed(0)
+    original = build("unet", **MODELS["unet"].tiny).eval()
+    loaded = ck.load_checkpoint(folder / "model.safetensors")
+    x = torch.randn(1, 1, 16, 16)
+    torch.testing.assert_close(loaded.model(x, torch.zeros(1)), original(x, torch.zeros(1)))
+    assert loaded.window == WINDOW
+    assert loaded.scheme.name == "flow" and loaded.scheme.default_steps == 4
+    meta = loaded.meta
+    assert meta["arch"] == "unet" and meta["hparams"]["base"] == 8
+    assert meta["purification"] == {"strategy": "ipv2", "modules": [1, 2, 3]}
+    assert meta["data_fingerprint"] == "abc" and meta["step"] == 40 and meta["epoch"] == 2
+    assert meta["metrics"] == {"mae_hu": 12.5} and meta["engine_version"]
+    assert len(meta["weights"]["sha256"]) == 64
+    assert not loaded.model.training
+
+
+def test_pickled_pth_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    pth = tmp_path / "model.pth"
+    torch.save(build("unet", **MODELS["unet"].tiny).state_dict(), pth)
+    with pytest.raises(InputError, match="pickle"):
+        ck.load_checkpoint(pth)
+    # The same pickle renamed into a checkpoint folder is refused too, never unpickled.
+    folder = save_tiny(tmp_path / "ck")
+    shutil.copy(pth, folder / "model.safetensors")
+    with pytest.raises(InputError, match="pickle"):
+        ck.load_checkpoint(folder)
+    only_pth = tmp_path / "folder"
+    only_pth.mkdir()
+    shutil.copy(pth, only_pth / "weights.pth")
+    with pytest.raises(InputError, match=r"model.json is missing.*never loaded"):
+        ck.load_checkpoint(only_pth)
+
+
+def test_truncated_safetensors_is_refused(tmp_path: Path) -> None:
+    folder = save_tiny(tmp_path / "ck")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated"):
+        ck.load_checkpoint(folder)
+    # Even with a consistent record, safetensors itself must reject the damaged file.
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights"] = {
+        "file": "model.safetensors",
+        "sha256": ck._sha256(weights),
+        "bytes": weights.stat().st_size,
+    }
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="not a valid safetensors"):
+        ck.load_checkpoint(folder)
+
+
+def test_other_architecture_is_refused(tmp_path: Path) -> None:
+    folder = save_tiny(tmp_path / "ck", "unet")
+    with pytest.raises(InputError, match="holds a 'unet' network, not 'ffm'"):
+        ck.load_checkpoint(folder, arch="ffm")
+    # Weights of one network under another's description: shapes disagree, named.
+    other = save_tiny(tmp_path / "reg", "regressor", "regression")
+    shutil.copy(other / "model.safetensors", folder / "model.safetensors")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights"] = json.loads((other / "model.json").read_text())["weights"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="do not fit the 'unet' network"):
+        ck.load_checkpoint(folder)
+
+
+def test_foreign_json_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "model.json").write_text('{"format": "something-else"}')
+    with pytest.raises(InputError, match="not an ipv2 model description"):
+        ck.load_checkpoint(tmp_path)
+
+
+def test_failed_write_leaves_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = save_tiny(tmp_path / "best")
+    before = (folder / "model.json").read_text()
+
+    def boom(path: Path, data: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "_write_json", boom)
+    with pytest.raises(OSError):
+        save_tiny(tmp_path / "best")
+    with pytest.raises(OSError):
+        save_tiny(tmp_path / "new")
+    assert (folder / "model.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_recover_after_a_crash_between_renames(tmp_path: Path) -> None:
+    folder = save_tiny(tmp_path / "best")
+    folder.rename(tmp_path / ".best.old-x1")
+    (tmp_path / ".best.partial-y2").mkdir()
+    ck.recover(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    ck.load_checkpoint(tmp_path / "best")
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build("regressor", **MODELS["regressor"].tiny)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 1, 8, 8)).mean().backward()
+    opt.step()
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = ck.flatten(opt.state_dict(), "opt", tensors)
+    state = ck.TrainState(tensors, {"optimizer": skeleton, "rng": "uint8"})
+    ck.write_checkpoint(tmp_path / "s", model.state_dict(), {"format": ck.FORMAT}, state)
+    back = ck.load_train_state(tmp_path / "s")
+    opt2 = torch.optim.Adam(model.parameters(), lr=5.0)
+    opt2.load_state_dict(ck.unflatten(back.scalars["optimizer"], back.tensors))
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"] == 1e-3
+    for k in a["state"]:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a["state"][k][name], b["state"][k][name])

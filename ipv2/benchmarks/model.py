@@ -1,0 +1,121 @@
+"""``ipv2 bench model``: parameters, GFLOP and ms per forward per network; FFM training speed.
+
+Figures, never assertions: FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``
+(convolutions and matmuls; FFTs are not counted), times are medians over repeats after
+a warm-up, on the current device (``--device``), batch 1, no gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ipv2.cli.common import add_device_option
+from ipv2.events import Reporter
+from ipv2.models.registry import MODELS, build
+from ipv2.schemes.registry import make_scheme
+from ipv2.train.dist import resolve_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512], help="slice sizes")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="networks to measure")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per size")
+    parser.add_argument("--train-steps", type=int, default=5, help="timed FFM training steps")
+    parser.add_argument("--base", type=int, help="override the UNet base width (quick runs)")
+    add_device_option(parser)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(
+    model: torch.nn.Module, size: int, batch: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    channels = int(getattr(model, "in_channels", 1))
+    x = torch.randn(batch, channels, size, size, device=device)
+    t = torch.full((batch,), 0.5, device=device)
+    cond = torch.randn(batch, int(getattr(model, "cond_channels", 0)), size, size, device=device)
+    return (x, t, cond if cond.shape[1] else None)  # type: ignore[return-value]
+
+
+def _time_forward(
+    model: torch.nn.Module, args: tuple[torch.Tensor, ...], repeats: int, device: torch.device
+) -> float:
+    with torch.no_grad():
+        model(*args)
+        _sync(device)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(*args)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000.0 * times[len(times) // 2]
+
+
+def _train_rate(device: torch.device, steps: int, base: int | None) -> float:
+    over = {"base": base} if base else {}
+    model = build("ffm", **over).to(device).train()
+    scheme = make_scheme("flow")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    low = torch.randn(2, 1, 128, 128, device=device)
+    high = torch.randn(2, 1, 128, 128, device=device)
+    amp = device.type == "cuda"
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    for i in range(steps + 1):
+        if i == 1:
+            _sync(device)
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            loss = scheme.loss(model, low, high)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return 2 * steps / (time.perf_counter() - t0)
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    device = resolve_device(args.device)
+    rows = []
+    for name in args.models:
+        over = {"base": args.base} if args.base and "base" in MODELS[name].defaults else {}
+        model = build(name, **over).to(device).eval()
+        params = sum(p.numel() for p in model.parameters())
+        row: dict[str, object] = {"model": name, "params_m": round(params / 1e6, 3)}
+        for size in args.sizes:
+            inputs = _inputs(model, size, 1, device)
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                model(*inputs)
+            row[f"gflop_{size}"] = round(counter.get_total_flops() / 1e9, 2)
+            row[f"ms_{size}"] = round(_time_forward(model, inputs, args.repeats, device), 2)
+        rows.append(row)
+    rate = (
+        _train_rate(device, args.train_steps, args.base)
+        if "ffm" in args.models and args.train_steps
+        else 0.0
+    )
+    print(
+        f"device: {device} ({torch.get_num_threads()} CPU threads)"
+        if device.type == "cpu"
+        else f"device: {device}"
+    )
+    head = f"{'model':<10} {'params':>8}" + "".join(
+        f" {'GFLOP@' + str(s):>11} {'ms@' + str(s):>9}" for s in args.sizes
+    )
+    print(head)
+    for r in rows:
+        cells = "".join(f" {r[f'gflop_{s}']:>11} {r[f'ms_{s}']:>9}" for s in args.sizes)
+        print(f"{r['model']:<10} {r['params_m']:>7}M{cells}")
+    if rate:
+        print(f"FFM training at 128 px, batch 2: {rate:.2f} images/s")
+    reporter.done(status="ok", device=str(device), rows=rows, ffm_train_images_per_s=round(rate, 3))
+    return 0
