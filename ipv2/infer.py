@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ipv2.checkpoint import Loaded
 from ipv2.devices import resolve_device
 from ipv2.errors import CancelledError, InputError, IPv2Error
+from ipv2.models.common import pad_to_stride
 from ipv2.padding import detect_padding
 from ipv2.volume import Volume
 
@@ -109,15 +110,6 @@ def _precision(device: torch.device, half: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _pad_to_stride(x: Tensor, stride: int) -> Tensor:
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    ph, pw = (-h) % stride, (-w) % stride
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-
-
 class SliceRunner:
     """Runs the model's sampler on batches of slices in the network range [-1, 1]."""
 
@@ -147,7 +139,7 @@ class SliceRunner:
         """Denoise slices ``start:stop`` of the (z, y, x) stack ``unit``."""
         h, w = unit.shape[1:]
         x = torch.from_numpy(np.ascontiguousarray(unit[start:stop, None])).to(self.device)
-        x = _pad_to_stride(self._channels(x), int(getattr(self.model, "stride", 1)))
+        x, _, _ = pad_to_stride(self._channels(x), int(getattr(self.model, "stride", 1)))
         cond = None
         if self.conditioned:
             z = unit.shape[0]
@@ -160,7 +152,7 @@ class SliceRunner:
             )
             if self.channels > 1:
                 neighbours = neighbours.repeat_interleave(self.channels, dim=1)
-            cond = _pad_to_stride(neighbours, int(getattr(self.model, "stride", 1)))
+            cond, _, _ = pad_to_stride(neighbours, int(getattr(self.model, "stride", 1)))
         with (
             torch.inference_mode(),
             torch.autocast(

@@ -14,10 +14,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ipv2.cli.common import add_device_option
+from ipv2.devices import resolve_device
 from ipv2.events import Reporter
 from ipv2.models.registry import MODELS, build
 from ipv2.schemes.registry import make_scheme
-from ipv2.train.dist import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

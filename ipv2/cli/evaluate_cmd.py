@@ -141,7 +141,7 @@ def build_extractors(
             level="warning",
         )
         return {key: PixelStatsExtractor(seed=args.seed) for key in needed}
-    from ipv2.infer import resolve_device
+    from ipv2.devices import resolve_device
     from ipv2.metrics.pretrained import ClipExtractor, InceptionExtractor
 
     device = str(resolve_device(args.device))

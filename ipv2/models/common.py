@@ -156,3 +156,13 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+
+def pad_to_stride(x: Tensor, stride: int) -> tuple[Tensor, int, int]:
+    """Reflect-pad H and W up to multiples of ``stride``; returns the original size too."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w

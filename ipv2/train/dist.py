@@ -13,29 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from ipv2.errors import InputError
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA (this rank's GPU), then MPS, then CPU; refuses absent devices."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {name!r} requested but this torch has no CUDA GPU available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError("device 'mps' requested but MPS is not available")
-    return device
+from ipv2.devices import resolve_device
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ipv2.models.common import Network
 from ipv2.models.registry import build, get_spec
 from ipv2.outputs import check_new_output_dir, write_json_atomic
 from ipv2.schemes.registry import make_scheme
+from ipv2.stopping import StopRequest
 from ipv2.train.config import TrainConfig
 from ipv2.train.data import (
     LowTransform,
@@ -44,7 +45,6 @@ from ipv2.train.data import (
 from ipv2.train.dist import DistContext
 from ipv2.train.ema import EMA
 from ipv2.train.state import capture, restore
-from ipv2.train.stop import StopFlag
 from ipv2.train.tee import TeeReporter
 from ipv2.train.validate import validate
 from ipv2.train.weak import dataset_pixel_mm, make_simulator
@@ -319,7 +319,7 @@ class Trainer:
         window_start, window_steps = time.monotonic(), 0
         order: list[int] | None = None
         reason: str | None = None
-        with StopFlag() as stop:
+        with StopRequest() as stop:
             while c.epoch < cfg.epochs and not (cfg.max_steps and c.step >= cfg.max_steps):
                 if order is None:
                     sampler.set_epoch(c.epoch)
@@ -376,9 +376,9 @@ class Trainer:
         self.events.done(**result)
         return result
 
-    def _stop_reason(self, stop: StopFlag, c: Counters) -> str | None:
+    def _stop_reason(self, stop: StopRequest, c: Counters) -> str | None:
         reason = None
-        if stop.set:
+        if stop.requested:
             reason = f"signal {stop.signal_name}"
         elif self.cfg.max_time and c.elapsed >= self.cfg.max_time:
             reason = "time budget"

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
 from ipv2.intensity import HUWindow
-from ipv2.models.common import Network
+from ipv2.models.common import Network, pad_to_stride
 from ipv2.schemes.base import Scheme
 from ipv2.train.data import LowTransform, SlicePairs
 from ipv2.train.metrics import mean_metrics, slice_metrics
-
-
-def pad_to_stride(x: Tensor, stride: int) -> tuple[Tensor, int, int]:
-    """Reflect-pad H and W up to multiples of ``stride``; returns the original size too."""
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    ph, pw = (-h) % stride, (-w) % stride
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, h, w
 
 
 def validation_indices(n: int, limit: int) -> list[int]:
