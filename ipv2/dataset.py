@@ -31,12 +31,20 @@ DEFAULT_SPLIT_SEED = 2024
 
 
 def split_sizes(n: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> tuple[int, int, int]:
-    """Cases per split: train and val rounded down, test takes the rest (4310 -> 3017/646/647)."""
+    """Cases per split: train and val rounded down, test takes the rest (4310 -> 3017/646/647).
+
+    Small sets keep every split that can exist: at least one training case, and one
+    validation case as soon as two cases remain after training (4 -> 2/1/1, not 2/0/2).
+    """
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise InputError(f"split ratios must be three non-negative numbers, got {list(ratios)}")
     total = float(sum(ratios))
     train = math.floor(n * ratios[0] / total + 1e-9)
     val = math.floor(n * ratios[1] / total + 1e-9)
+    if train == 0 and n >= 1 and ratios[0] > 0:
+        train = 1
+    if val == 0 and ratios[1] > 0 and n - train >= 2:
+        val = 1
     return train, val, n - train - val
 
 

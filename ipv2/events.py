@@ -52,15 +52,26 @@ def _json_default(obj: object) -> object:
 
 
 class JsonlReporter(Reporter):
-    """One JSON object per line, flushed at once so a reading parent sees it live."""
+    """One JSON object per line, flushed at once so a reading parent sees it live.
+
+    If the reader goes away (Slicer closed while a training it launched was left running
+    detached), writing fails with a broken pipe; the reporter then falls silent instead of
+    killing the work, which keeps its own ``events.jsonl`` for a later re-attach.
+    """
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
+        self.detached = False
 
     def emit(self, kind: str, **fields: Any) -> None:
+        if self.detached:
+            return
         record = {"event": kind, "time": round(time.time(), 3), **fields}
-        self.stream.write(json.dumps(record, default=_json_default) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps(record, default=_json_default) + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.detached = True
 
 
 class ConsoleReporter(Reporter):

@@ -64,11 +64,13 @@ class Job:
         python: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> Job:
-        """A job running ``python -m ipv2 COMMAND... --events jsonl``.
+        """A job running ``python [LAUNCHER] -m ipv2 COMMAND... --events jsonl``.
 
         ``python`` defaults to the running interpreter; inside Slicer pass Slicer's own
-        Python launcher so the child sees the same packages.
+        Python launcher so the child sees the same packages. ``launcher`` inserts module
+        arguments before ``-m ipv2``, e.g. torchrun's for multi-GPU training.
         """
         exe = str(python) if python is not None else sys.executable
         merged = dict(os.environ if env is None else env)
@@ -78,7 +80,8 @@ class Job:
         path = merged.get("PYTHONPATH", "")
         if engine_root not in path.split(os.pathsep):
             merged["PYTHONPATH"] = engine_root + (os.pathsep + path if path else "")
-        return cls([exe, "-m", "ipv2", *command, "--events", "jsonl"], env=merged, cwd=cwd)
+        argv = [exe, *launcher, "-m", "ipv2", *command, "--events", "jsonl"]
+        return cls(argv, env=merged, cwd=cwd)
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -12,6 +12,8 @@ Only rank 0 validates, writes checkpoints and emits events; all ranks agree on s
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ from ipv2.train.validate import validate
 from ipv2.train.weak import dataset_pixel_mm, make_simulator
 
 CHECKPOINTS = "checkpoints"
+PROCESS = "process.json"  # pid of the training process (rank 0)
 
 
 @dataclass
@@ -166,6 +169,16 @@ class Trainer:
                 check_new_output_dir(self.output)
                 self.output.mkdir(exist_ok=True)
                 write_json_atomic(self.output / "config.json", self.cfg.to_json())
+            # Who is training right now, so a panel can re-attach (and stop it) later.
+            write_json_atomic(
+                self.output / PROCESS,
+                {
+                    "pid": os.getpid(),
+                    "argv": sys.argv,
+                    "started": time.time(),
+                    "resume": self.resume,
+                },
+            )
         self.ctx.barrier()
 
     def _open_data(self) -> None:

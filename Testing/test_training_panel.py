@@ -1,0 +1,227 @@
+"""IPv2Train's engine side: source checks, command plans, real training jobs, curves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import slicer
+
+from ipv2.checkpoint import load_checkpoint
+from ipv2.cli import build_parser
+from ipv2.mrml.curves import COLUMNS
+from ipv2.mrml.train_logic import TrainLogicMixin
+from ipv2.phantom import make_phantom
+from ipv2.runs import EventFollower, RunFolder, TrainingRun
+from ipv2.train import latest_checkpoint
+from ipv2.training_plan import (
+    DatasetPlan,
+    TrainSettings,
+    dataset_steps,
+    inspect_source,
+    launcher,
+    train_command,
+)
+from ipv2.volume_io import write_volume
+
+
+@pytest.fixture()
+def scene():  # type: ignore[no-untyped-def]
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture(scope="module")
+def pairs_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pairs")
+    rows = ["case,patient,split,uldct,ndct"]
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        case = make_phantom(size=64, slices=3, seed=30 + i)
+        write_volume(case.uldct, root / f"u{i}.nrrd")
+        write_volume(case.ndct, root / f"n{i}.nrrd")
+        rows.append(f"c{i},p{i},{split},u{i}.nrrd,n{i}.nrrd")
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return root / "pairs.csv"
+
+
+@pytest.fixture(scope="module")
+def dataset(pairs_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ipv2.dataset_build import BuildConfig, build_dataset
+    from ipv2.purify import Recipe
+
+    out = tmp_path_factory.mktemp("ds") / "ds"
+    build_dataset(pairs_csv, out, BuildConfig(recipe=Recipe.for_strategy("ipv1")))
+    return out
+
+
+def test_source_summary_counts_splits_and_flags_problems(pairs_csv: Path, tmp_path: Path) -> None:
+    summary = inspect_source(pairs_csv)
+    assert summary.usable and summary.counts == {"train": 2, "val": 1, "test": 1}
+    assert "4 pairs" in summary.describe()
+    bad = tmp_path / "bad.csv"
+    other = make_phantom(size=32, slices=3, seed=1)
+    write_volume(other.ndct, tmp_path / "small.nrrd")
+    bad.write_text(
+        f"uldct,ndct\n{pairs_csv.parent / 'u0.nrrd'},{tmp_path / 'small.nrrd'}\n"
+        f"{pairs_csv.parent / 'u1.nrrd'},{tmp_path / 'gone.nrrd'}\n"
+    )
+    summary = inspect_source(bad)
+    assert not summary.usable
+    assert any("(64, 64, 3)" in w and "(32, 32, 3)" in w for w in summary.warnings)
+    assert any("missing" in w for w in summary.warnings)
+    assert not inspect_source(tmp_path / "nothing-here").usable
+
+
+def test_planned_commands_are_accepted_by_the_real_cli() -> None:
+    parser = build_parser()
+    steps = dataset_steps(DatasetPlan(source="pairs.csv", out_dir="ds", modules=(1, 2, 3)))
+    assert [label for label, _ in steps][1] == "Training the weak denoiser (Module 3)"
+    for _, command in steps:
+        args = parser.parse_args(command)
+        assert args.run is not None
+    assert (
+        "--weak" in steps[2][1]
+        and steps[2][1][steps[2][1].index("--weak") + 1] == "ds-weak-denoiser/final"
+    )
+    assert (
+        len(dataset_steps(DatasetPlan(source="s", out_dir="d", strategy="ipv1", modules=()))) == 1
+    )
+    settings = TrainSettings(data="ds", output="run", model="regressor", base=16, crop=32, gpus=1)
+    assert parser.parse_args(train_command(settings)).model == "regressor"
+    assert parser.parse_args(train_command(settings, resume=True)).resume
+    assert launcher(1) == [] and launcher(4)[-1] == "4"
+
+
+def _panel(dataset: Path, output: Path, **extra):  # type: ignore[no-untyped-def]
+    values = dict(
+        datasetFolder=str(dataset),
+        outputFolder=str(output),
+        architecture="regressor",
+        epochs=500,
+        batchSize=2,
+        learningRate=1e-3,
+        cropSize=32,
+        device="cpu",
+        gpus=1,
+        baseChannels=16,
+        samplerSteps=0,
+        maxSteps=0,
+    )
+    values.update(extra)
+    return SimpleNamespace(**values)
+
+
+def _wait(run: TrainingRun, predicate, timeout: float = 120.0) -> list[dict]:  # type: ignore[no-untyped-def]
+    seen: list[dict] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        seen += run.poll()
+        if predicate(seen):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; events: {seen[-5:]}")
+
+
+@pytest.mark.slow
+def test_live_run_stop_resume_kill_and_reattach(scene, dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    logic = TrainLogicMixin()
+    out = tmp_path / "run"
+    p = _panel(dataset, out)
+    run = logic.startTraining(p)
+    curve = logic.curveFor(run, scene=scene)
+    events = _wait(run, lambda ev: any(e.get("event") == "checkpoint" for e in ev))
+    assert RunFolder(out).process()["pid"] == run.pid
+    assert RunFolder(out).running_pid() == run.pid
+    curve.add(events)
+    assert curve.table.GetTable().GetNumberOfColumns() == 5
+    run.stop()  # graceful: finishes the step, checkpoints, done/stopped
+    events += _wait(run, lambda ev: any(e.get("event") == "done" for e in ev))
+    run.job.wait(timeout=60)
+    curve.add(events)
+    assert run.result is not None and run.result["status"] == "stopped"
+    stopped_step = int(run.result["step"])
+    stopped = latest_checkpoint(out)
+    assert stopped is not None and load_checkpoint(stopped).meta["step"] == stopped_step
+    # ... and ipv2 denoise can use it.
+    source = write_volume(make_phantom(size=32, slices=1, seed=9).uldct, tmp_path / "u.nrrd")
+    denoise = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipv2",
+            "denoise",
+            "--input",
+            str(source),
+            "--model",
+            str(stopped),
+            "--out",
+            str(tmp_path / "d.nrrd"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert denoise.returncode == 0, denoise.stderr
+    assert logic.modelToUse(run) is not None
+    losses = [r for r in curve.rows() if not np.isnan(r["loss"])]
+    assert losses and all(r["step"] <= stopped_step for r in losses)
+
+    # Resume continues the step count, then a kill leaves the last checkpoint intact.
+    resumed = logic.startTraining(p, resume=True)
+    more = _wait(
+        resumed,
+        lambda ev: any(e.get("event") == "checkpoint" and e.get("role") == "periodic" for e in ev),
+    )
+    steps = [e["step"] for e in more if e.get("event") == "metric" and e.get("name") == "loss"]
+    assert steps and min(steps) > stopped_step
+    resumed.kill()
+    resumed.job.wait(timeout=30)
+    survivor = latest_checkpoint(out)
+    assert survivor is not None and load_checkpoint(survivor).meta["step"] > stopped_step
+
+    # Re-attaching replays the same curve from events.jsonl.
+    again = logic.reattach(str(out))
+    assert not again.running
+    replay = logic.curveFor(again, name="replay", scene=scene)
+    live = logic.curveFor(TrainingRun(RunFolder(out), pid=None), name="live", scene=scene)
+
+    def table(curve):  # type: ignore[no-untyped-def]
+        return np.array([[row[c] for c in COLUMNS] for row in curve.rows()])
+
+    np.testing.assert_array_equal(table(replay), table(live))
+    assert len(replay.rows()) >= len(losses)
+
+
+def test_event_follower_never_returns_half_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    follower = EventFollower(path)
+    assert follower.poll() == []
+    path.write_text('{"event": "metric", "name": "loss", "value": 1.0, "step": 1}\n{"event": "met')
+    assert [e["step"] for e in follower.poll()] == [1]
+    with path.open("a") as fh:
+        fh.write('ric", "name": "loss", "value": 0.5, "step": 2}\n')
+    assert [e["step"] for e in follower.poll()] == [2]
+    assert follower.poll() == []
+
+
+def test_scene_pairs_are_exported_as_a_manifest(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.errors import InputError
+    from ipv2.mrml import node_from_volume
+
+    case = make_phantom(size=32, slices=2, seed=3)
+    u = node_from_volume(case.uldct, "u", scene)
+    n = node_from_volume(case.ndct, "n", scene)
+    manifest = TrainLogicMixin.exportScenePairs([(u, n)], str(tmp_path / "export"))
+    assert inspect_source(manifest).counts == {"train": 1, "val": 0, "test": 0}
+    small = node_from_volume(make_phantom(size=64, slices=2, seed=3).ndct, "big", scene)
+    with pytest.raises(InputError, match="shape"):
+        TrainLogicMixin.exportScenePairs([(u, small)], str(tmp_path / "bad"))
