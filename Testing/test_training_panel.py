@@ -18,6 +18,7 @@ from ipv2.mrml.curves import COLUMNS
 from ipv2.mrml.train_logic import TrainLogicMixin
 from ipv2.phantom import make_phantom
 from ipv2.runs import EventFollower, RunFolder, TrainingRun
+from ipv2.selftest import write_phantom_pairs
 from ipv2.train import latest_checkpoint
 from ipv2.training_plan import (
     DatasetPlan,
@@ -41,14 +42,7 @@ def scene():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def pairs_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pairs")
-    rows = ["case,patient,split,uldct,ndct"]
-    for i, split in enumerate(["train", "train", "val", "test"]):
-        case = make_phantom(size=64, slices=3, seed=30 + i)
-        write_volume(case.uldct, root / f"u{i}.nrrd")
-        write_volume(case.ndct, root / f"n{i}.nrrd")
-        rows.append(f"c{i},p{i},{split},u{i}.nrrd,n{i}.nrrd")
-    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
-    return root / "pairs.csv"
+    return write_phantom_pairs(root, ("train", "train", "val", "test"), size=64, slices=3, seed=30)
 
 
 @pytest.fixture(scope="module")

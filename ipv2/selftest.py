@@ -29,3 +29,27 @@ def tiny_checkpoint(
         model, make_scheme(spec.scheme), HUWindow(-1024.0, 1024.0), strategy="ipv2", modules=[1, 2]
     )
     return save_model(folder, model, meta)
+
+
+def write_phantom_pairs(
+    folder: str | os.PathLike[str],
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    size: int = 64,
+    slices: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Phantom uLDCT/NDCT volumes, one patient per split entry, and their ``pairs.csv``."""
+    from ipv2.phantom import make_phantom
+    from ipv2.volume_io import write_volume
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["case,patient,split,uldct,ndct"]
+    for i, split in enumerate(splits):
+        case = make_phantom(size=size, slices=slices, seed=seed + i)
+        write_volume(case.uldct, root / f"u{i}.nrrd")
+        write_volume(case.ndct, root / f"n{i}.nrrd")
+        rows.append(f"c{i},p{i},{split},u{i}.nrrd,n{i}.nrrd")
+    manifest = root / "pairs.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
