@@ -27,8 +27,65 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny FFM trained for a few steps by the real training loop on phantom data."""
+    from ipv2.dataset_build import BuildConfig, build_dataset
+    from ipv2.purify import Recipe
+    from ipv2.selftest import write_phantom_pairs
+    from ipv2.train import TrainConfig, latest_checkpoint, train
+
+    root = tmp_path_factory.mktemp("trained")
+    pairs = write_phantom_pairs(root / "pairs", ("train", "val"), size=64, slices=2)
+    build_dataset(pairs, root / "ds", BuildConfig(recipe=Recipe.for_strategy("ipv1")))
+    config = TrainConfig(
+        data=str(root / "ds"),
+        output=str(root / "run"),
+        model="ffm",
+        model_params={"base": 8, "mults": [1, 2]},
+        max_steps=4,
+        crop=32,
+        val_every=0,
+        checkpoint_every_steps=4,
+        device="cpu",
+    )
+    train(config)
+    found = latest_checkpoint(root / "run")
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="module")
 def phantom_volume():  # type: ignore[no-untyped-def]
     return make_phantom(size=64, slices=6, seed=2, padding_value=-3024).uldct
+
+
+def test_sixteen_slice_phantom_keeps_geometry_with_a_trained_model(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    """Issue #6: 16 slices of 128 x 128, a tiny trained checkpoint, the input untouched."""
+    vol = make_phantom(size=128, slices=16, seed=5, padding_value=-2048).uldct
+    src = write_volume(vol, tmp_path / "u.nrrd")
+    before = src.read_bytes()
+    res = _cli(
+        "denoise",
+        "--input",
+        str(src),
+        "--model",
+        str(trained_model),
+        "--out",
+        str(tmp_path / "d.nrrd"),
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    )
+    assert res.returncode == 0, res.stderr
+    out = read_volume(tmp_path / "d.nrrd")
+    assert out.shape == (16, 128, 128)
+    assert out.spacing == vol.spacing and out.origin == vol.origin
+    np.testing.assert_array_equal(out.direction, vol.direction)
+    np.testing.assert_array_equal(out.array[vol.array == -2048], -2048)
+    assert src.read_bytes() == before
 
 
 def test_geometry_and_padding_are_kept(model_dir: Path, phantom_volume) -> None:  # type: ignore[no-untyped-def]
@@ -170,10 +227,10 @@ def test_cli_refuses_a_pickle_model(tmp_path: Path, phantom_volume) -> None:  # 
     assert not (tmp_path / "d.nrrd").exists()
 
 
-def test_cli_cancel_leaves_no_partial_output(model_dir: Path, tmp_path: Path) -> None:
+def test_cli_cancel_leaves_no_partial_output(trained_model: Path, tmp_path: Path) -> None:
     from ipv2.jobs import Job
 
-    vol = make_phantom(size=32, slices=40, seed=1).uldct
+    vol = make_phantom(size=128, slices=16, seed=1).uldct
     src = write_volume(vol, tmp_path / "u.nrrd")
     out = tmp_path / "d.nrrd"
     job = Job.engine(
@@ -182,20 +239,21 @@ def test_cli_cancel_leaves_no_partial_output(model_dir: Path, tmp_path: Path) ->
             "--input",
             str(src),
             "--model",
-            str(model_dir),
+            str(trained_model),
             "--out",
             str(out),
             "--steps",
-            "20",
+            "10",
             "--batch-size",
-            "1",
+            "4",
             "--device",
             "cpu",
         ]
     ).start()
     end = time.monotonic() + 60
     while time.monotonic() < end and not any(
-        e["event"] == "progress" and e["done"] > 0 for e in job.poll()
+        e["event"] == "progress" and e["done"] >= 4 * 10
+        for e in job.poll()  # first batch done
     ):
         time.sleep(0.05)
     job.cancel(grace=20, block=True)
