@@ -161,9 +161,10 @@ def find_simulator(
 ) -> tuple[SimulateFn | None, str]:
     """Module 2's simulator as ``(N, seed, U) -> S``, with a note for the manifest.
 
-    With ``match_uldct`` the dose of each case is fitted so the simulated noise matches
-    that case's real uLDCT (method.md section 4, calibration c): the lungs of IPv2's
-    training input then carry the noise level the model will meet at test time.
+    With ``match_uldct`` the dose of each case is fitted so the simulated noise in the
+    lungs matches that case's real uLDCT (method.md section 4, calibration c): the lungs
+    of IPv2's training input, the region ``S`` is pasted into, then carry the noise level
+    the model will meet at test time.
     """
     from ipv2.lowdose import PhysicsParams, simulate_volume
 
@@ -171,7 +172,7 @@ def find_simulator(
 
     def run(volume: Volume, seed: int, uldct: Volume) -> Volume:
         target = uldct if match_uldct else None
-        return simulate_volume(volume, params, seed=seed, match_uldct=target)[0]
+        return simulate_volume(volume, params, seed=seed, match_uldct=target, region="lung")[0]
 
     how = "dose fitted per case to its uLDCT" if match_uldct else f"dose fraction {dose_fraction}"
     return run, f"ipv2.lowdose physical simulation ({how})"

@@ -41,7 +41,7 @@ def region_mask(
     if region == "soft":
         mask = (smooth > _SOFT_BAND[0]) & (smooth < _SOFT_BAND[1])
     elif region == "lung":
-        mask = (smooth > _LUNG_BAND[0]) & (smooth < _LUNG_BAND[1]) & _inside_body(smooth)
+        mask = (smooth > _LUNG_BAND[0]) & (smooth < _LUNG_BAND[1]) & _inside_body(arr)
     else:
         mask = smooth > _BODY_MIN
     if padding is not None:
@@ -53,8 +53,14 @@ def region_mask(
     return np.asarray(mask, dtype=bool)
 
 
-def _inside_body(smooth: npt.NDArray[np.float32]) -> BoolArray:
-    """Per slice: the filled body outline, so air outside the patient is not 'lung'."""
+def _inside_body(hu: npt.NDArray[np.float32]) -> BoolArray:
+    """Per slice: the filled body outline, so air outside the patient is not 'lung'.
+
+    The outline gets its own light smoothing: the heavier smoothing used to find flat
+    regions would open a thin chest wall (a few pixels on coarse grids) and let the
+    lungs leak into the outside air.
+    """
+    smooth = ndimage.gaussian_filter(hu, sigma=(0.0, 1.0, 1.0))
     out = np.zeros(smooth.shape, dtype=bool)
     for k, sl in enumerate(smooth):
         body = sl > _BODY_MIN

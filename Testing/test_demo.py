@@ -1,0 +1,62 @@
+"""``ipv2 demo`` end to end at toy size: every stage runs and the report is complete.
+
+The full-size run (the acceptance figures) is a benchmark: ``ipv2 demo --out DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ipv2.demo import DemoConfig, run_demo
+
+
+@pytest.mark.slow
+def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
+    config = DemoConfig(
+        size=96,
+        slices=2,
+        batch_size=2,
+        cases=3,
+        steps=3,
+        weak_steps=2,
+        crop=32,
+        base=8,
+        sampler_steps=2,
+        device="cpu",
+    )
+    out = tmp_path / "demo"
+    metrics = run_demo(config, out)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "metrics.json",
+        "report.html",
+        "report.png",
+    ]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["comparison"] == metrics["comparison"]
+    rows = saved["rows"]
+    assert set(rows) == {"uldct (input)", "ipv1-trained FFM", "ipv2-trained FFM"}
+    for row in rows.values():
+        assert row["noise_background_hu"] > 0 and row["noise_lung_hu"] > 0
+    assert "psnr_vs_ipv2_label" in rows["ipv2-trained FFM"]
+    assert set(saved["stage_seconds"]) >= {"phantom", "weak denoiser", "train ipv1", "train ipv2"}
+    image = Image.open(out / "report.png")
+    assert image.width > 6 * 2 * 96 and image.height > 3 * 2 * 96
+    html = (out / "report.html").read_text()
+    assert "report.png" in html and "IPv2 versus IPv1" in html
+    # The IPv2 dataset has labels from the weak denoiser; IPv1's from the fusion.
+    assert (out / "dataset-ipv2" / "test" / "label").is_dir()
+    assert (out / "weak-denoiser" / "config.json").is_file()
+
+
+def test_demo_refuses_impossible_settings(tmp_path: Path) -> None:
+    from ipv2.errors import InputError
+
+    with pytest.raises(InputError, match="at least 3"):
+        run_demo(DemoConfig(cases=2), tmp_path / "a")
+    with pytest.raises(InputError, match="crop"):
+        run_demo(DemoConfig(size=32, crop=64), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
