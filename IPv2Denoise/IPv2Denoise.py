@@ -5,6 +5,7 @@ A thin Slicer shell: every computation lives in the ``ipv2`` engine and its MRML
 """
 
 import os
+import pathlib
 import time
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from ipv2.errors import IPv2Error
 from ipv2.mrml import workflows
 from ipv2.mrml.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
 from ipv2.mrml.layout import register_compare_layout
+from ipv2.mrml.nodes import path_text
 
 
 class IPv2Denoise(ScriptedLoadableModule):
@@ -55,14 +57,14 @@ class IPv2Denoise(ScriptedLoadableModule):
 class IPv2DenoiseParameterNode:
     uldctVolume: slicer.vtkMRMLScalarVolumeNode
     ndctVolume: slicer.vtkMRMLScalarVolumeNode
-    modelPath: str = ""
+    modelPath: pathlib.Path
     livePreview: bool = True
     maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
     useFixedThreshold: bool = False
     fixedThreshold: Annotated[float, WithinRange(-1000, 200)] = -400.0
     openingRadius: Annotated[int, WithinRange(0, 10)] = 1
     textureMix: Annotated[float, WithinRange(0.0, 1.0)] = 0.1
-    fusionKind: Annotated[str, Choice(list(FUSION_LABELS))] = "ipv2-input"
+    fusionKind: Annotated[str, Choice(list(FUSION_LABELS.values()))] = FUSION_LABELS["ipv2-input"]
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     device: Annotated[str, Choice(["auto", "cuda", "cpu", "mps"])] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0
@@ -77,6 +79,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._segmentation = None
         self._run = None
+        self._cancelled = False
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onPollJob)
@@ -91,10 +94,6 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.maskVariantComboBox.addItems(["paper", "reference"])
-        for key, label in FUSION_LABELS.items():
-            self.ui.fusionComboBox.addItem(label, key)
-        self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu", "mps"])
         self.logic = IPv2DenoiseLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -113,6 +112,10 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.removeObservers()
         self._timer.stop()
+        self._previewTimer.stop()
+        if self._run is not None:
+            self.logic.discardDenoise(self._run)
+            self._run = None
 
     def enter(self):
         self.initializeParameterNode()
@@ -159,7 +162,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onParameterChanged(self, caller=None, event=None):
         p = self._parameterNode
         ready = bool(p and p.uldctVolume)
-        self.ui.denoiseButton.enabled = ready and bool(p.modelPath) and self._run is None
+        self.ui.denoiseButton.enabled = ready and bool(path_text(p.modelPath)) and self._run is None
         self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume)
         self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume)
         self.ui.wholeVolumeMasksButton.enabled = ready
@@ -229,6 +232,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if guard := self._guarded("Could not start denoising."):
             with guard:
                 self._run = self.logic.startDenoise(self._parameterNode)
+                self._cancelled = False
                 self.ui.logTextEdit.clear()
                 self.ui.progressBar.value = 0
                 self.ui.cancelButton.enabled = True
@@ -237,6 +241,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancel(self):
         if self._run is not None:
+            self._cancelled = True
             self.logic.cancelDenoise(self._run)
             self.ui.logTextEdit.appendPlainText("Cancelling...")
 
@@ -257,12 +262,14 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = False
         self.onParameterChanged()
         status = (run.job.result or {}).get("status")
-        if status == "cancelled":
+        if status == "cancelled" or self._cancelled:
+            self.logic.discardDenoise(run)
             self.ui.logTextEdit.appendPlainText("Cancelled; nothing was written.")
             return
         try:
             node = self.logic.finishDenoise(run)
         except IPv2Error as exc:
+            self.logic.discardDenoise(run)
             slicer.util.errorDisplay(
                 f"Denoising failed: {exc}", detailedText="\n".join(run.job.log_tail(100))
             )
@@ -325,7 +332,7 @@ class IPv2DenoiseTest(ScriptedLoadableModuleTest):
         self.assertEqual(preview.segmentation.GetSegmentation().GetNumberOfSegments(), 3)
 
         self.delayDisplay("Denoising with a tiny untrained model")
-        p.modelPath = str(tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny")))
+        p.modelPath = tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
         p.steps, p.device = 1, "cpu"
         run = logic.startDenoise(p)
         deadline = time.time() + 300

@@ -6,6 +6,7 @@ child process, so Slicer stays responsive and a crash cannot take it down.
 """
 
 import os
+import pathlib
 import tempfile
 import time
 from typing import Annotated
@@ -48,8 +49,8 @@ class IPv2Train(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class IPv2TrainParameterNode:
-    dataSource: str = ""
-    datasetFolder: str = ""
+    dataSource: pathlib.Path
+    datasetFolder: pathlib.Path
     strategy: Annotated[str, Choice(["ipv2", "ipv1"])] = "ipv2"
     module1: bool = True
     module2: bool = True
@@ -70,7 +71,7 @@ class IPv2TrainParameterNode:
     maxSteps: Annotated[int, WithinRange(0, 100000000)] = 0
     device: Annotated[str, Choice(["auto", "cuda", "cpu", "mps"])] = "auto"
     gpus: Annotated[int, WithinRange(1, 64)] = 1
-    outputFolder: str = ""
+    outputFolder: pathlib.Path
 
 
 class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -96,10 +97,6 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.strategyComboBox.addItems(["ipv2", "ipv1"])
-        self.ui.maskVariantComboBox.addItems(["paper", "reference"])
-        self.ui.architectureComboBox.addItems(["ffm", "unet", "corediff", "colddiff", "regressor"])
-        self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu", "mps"])
         self.logic = IPv2TrainLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         slicer.app.connect("aboutToQuit()", self.onAboutToQuit)
@@ -117,6 +114,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.removeObservers()
         self._timer.stop()
+        slicer.app.disconnect("aboutToQuit()", self.onAboutToQuit)
 
     def setParameterNode(self, node):
         if self._parameterNode and self._parameterNodeGuiTag:
@@ -136,6 +134,8 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if stop:
             self._run.stop()
+        elif self._run.job is not None:
+            self._run.job.detach()
         self._run = None
 
     def onSceneStartClose(self, caller, event):
@@ -157,7 +157,8 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- data ----------------------------------------------------------------------
 
     def onSourceChanged(self, path):
-        self.ui.sourceSummaryLabel.text = self.logic.inspectSource(path).describe()
+        with slicer.util.tryWithErrorDisplay("Could not read the source."):
+            self.ui.sourceSummaryLabel.text = self.logic.inspectSource(path).describe()
 
     def onAddPair(self):
         u, n = self.ui.pairUldctSelector.currentNode(), self.ui.pairNdctSelector.currentNode()
@@ -177,7 +178,8 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if guard := self._guarded("Could not build the dataset."):
             with guard:
                 self._steps = self.logic.datasetSteps(self._parameterNode)
-                self._startNextBuildStep()
+                if self._steps:
+                    self._startNextBuildStep()
 
     def _startNextBuildStep(self):
         label, command = self._steps.pop(0)
@@ -204,7 +206,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startNextBuildStep()
         else:
             self.ui.buildDatasetButton.enabled = True
-            self.ui.buildStatusLabel.text = "Dataset ready: " + self.logic.inspectDataset(
+            self.ui.buildStatusLabel.text = self.logic.describeDataset(
                 self._parameterNode.datasetFolder
             )
 
@@ -267,7 +269,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onUseInDenoise(self):
         model = self.logic.modelToUse(self._finishedRun)
         denoise = slicer.modules.ipv2denoise.widgetRepresentation().self()
-        denoise.logic.getParameterNode().modelPath = str(model)
+        denoise.logic.getParameterNode().modelPath = pathlib.Path(model)
         slicer.util.selectModule("IPv2Denoise")
 
 
@@ -276,13 +278,6 @@ class IPv2TrainLogic(ScriptedLoadableModuleLogic, TrainLogicMixin):
 
     def getParameterNode(self):
         return IPv2TrainParameterNode(super().getParameterNode())
-
-    @staticmethod
-    def inspectDataset(folder):
-        from ipv2.dataset import read_manifest
-
-        manifest = read_manifest(folder)
-        return f"{len(manifest['cases'])} cases, kinds {', '.join(manifest['kinds'])}"
 
     @staticmethod
     def statusText(run):
@@ -325,7 +320,7 @@ class IPv2TrainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Training two steps in a background process")
         logic = IPv2TrainLogic()
         p = logic.getParameterNode()
-        p.datasetFolder, p.outputFolder = dataset, os.path.join(root, "run")
+        p.datasetFolder, p.outputFolder = pathlib.Path(dataset), pathlib.Path(root, "run")
         p.architecture, p.baseChannels, p.cropSize, p.maxSteps, p.device = (
             "regressor",
             8,

@@ -21,18 +21,6 @@ def ui_widgets(ui_file: Path) -> dict[str, str]:
     return {w.get("name", ""): w.get("class", "") for w in root.iter("widget")}
 
 
-def ui_parameter_names(ui_file: Path) -> set[str]:
-    """Values of the SlicerParameterName dynamic properties (parameter node bindings)."""
-    root = ET.parse(ui_file).getroot()
-    out = set()
-    for prop in root.iter("property"):
-        if prop.get("name") == "SlicerParameterName":
-            text = prop.find("string")
-            if text is not None and text.text:
-                out.add(text.text)
-    return out
-
-
 def used_ui_names(module_file: Path) -> set[str]:
     """Every ``self.ui.<name>`` attribute the module code reads."""
     tree = ast.parse(module_file.read_text())
@@ -49,17 +37,57 @@ def used_ui_names(module_file: Path) -> set[str]:
     return names
 
 
-def parameter_fields(module_file: Path, class_name: str) -> set[str]:
-    """Annotated fields of the parameterNodeWrapper class."""
+def parameter_fields(module_file: Path, class_name: str) -> dict[str, str]:
+    """Annotated fields of the parameterNodeWrapper class: name -> annotation source."""
     tree = ast.parse(module_file.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             return {
-                stmt.target.id
+                stmt.target.id: ast.unparse(stmt.annotation)
                 for stmt in node.body
                 if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
             }
-    return set()
+    return {}
+
+
+# Widgets Slicer's parameterNodeWrapper can connect to each kind of field (its GUI
+# connectors match widget classes exactly: a str field cannot drive a ctkPathLineEdit,
+# a float cannot drive a ctkDoubleSpinBox).
+_CONNECTABLE = {
+    "node": {"qMRMLNodeComboBox"},
+    "path": {"ctkPathLineEdit", "ctkDirectoryButton"},
+    "bool": {"QCheckBox", "QPushButton", "ctkCheckBox"},
+    "int": {"QSpinBox", "QSlider"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget"},
+    "choice": {"QComboBox"},
+    "str": {"QLineEdit", "QComboBox"},
+}
+
+
+def field_kind(annotation: str) -> str:
+    if "vtkMRML" in annotation:
+        return "node"
+    if "Path" in annotation:
+        return "path"
+    if "Choice" in annotation:
+        return "choice"
+    for kind in ("bool", "int", "float", "str"):
+        if re.search(rf"\b{kind}\b", annotation):
+            return kind
+    return "unknown"
+
+
+def ui_bindings(ui_file: Path) -> dict[str, str]:
+    """SlicerParameterName -> class of the widget that carries it."""
+    root = ET.parse(ui_file).getroot()
+    out = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                text = prop.find("string")
+                if text is not None and text.text:
+                    out[text.text] = widget.get("class", "")
+    return out
 
 
 def check_ui_consistency(module_file: Path, ui_file: Path, parameter_class: str) -> list[str]:
@@ -71,10 +99,17 @@ def check_ui_consistency(module_file: Path, ui_file: Path, parameter_class: str)
         if not _QT_CLASS.match(cls):
             problems.append(f"{ui_file.name}: widget {name} has non-Qt/CTK/MRML class {cls!r}")
     fields = parameter_fields(module_file, parameter_class)
-    for bound in sorted(ui_parameter_names(ui_file) - fields):
-        problems.append(
-            f"{ui_file.name} binds SlicerParameterName {bound!r}, not a field of {parameter_class}"
-        )
+    for bound, cls in sorted(ui_bindings(ui_file).items()):
+        if bound not in fields:
+            problems.append(
+                f"{ui_file.name} binds SlicerParameterName {bound!r}, not a field of {parameter_class}"
+            )
+            continue
+        kind = field_kind(fields[bound])
+        if cls not in _CONNECTABLE.get(kind, set()):
+            problems.append(
+                f"{parameter_class}.{bound} ({fields[bound]}) cannot be connected to a {cls}"
+            )
     return problems
 
 

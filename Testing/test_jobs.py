@@ -157,3 +157,17 @@ def test_event_log_replay_skips_a_torn_last_line(tmp_path: Path) -> None:
     events = read_event_log(log)
     assert [e["value"] for e in events] == [3.0, 2.0]
     assert read_event_log(tmp_path / "absent.jsonl") == []
+
+
+def test_detached_job_keeps_draining_without_queuing(tmp_path: Path) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "import json, time\n"
+        "for i in range(3000):\n"
+        "    print(json.dumps({'event': 'progress', 'stage': 's', 'done': i, 'total': 3000}), flush=True)\n"
+    )
+    job = Job([sys.executable, str(script)]).start()
+    job.detach()
+    assert job.wait(timeout=60) == 0  # would hang on a full pipe if nobody read it
+    assert job.poll() == []
+    assert job.last_progress is not None and job.last_progress["done"] == 2999

@@ -51,6 +51,19 @@ def test_removing_a_used_widget_from_the_ui_is_caught(module: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize("module", PRESENT)
+def test_a_field_bound_to_the_wrong_widget_kind_is_caught(module: str, tmp_path: Path) -> None:
+    folder = tmp_path / module
+    shutil.copytree(REPO / module, folder)
+    code = folder / f"{module}.py"
+    # A path field typed str cannot drive a ctkPathLineEdit inside Slicer.
+    field = "modelPath" if module == "IPv2Denoise" else "outputFolder"
+    text = code.read_text().replace(f"    {field}: pathlib.Path", f'    {field}: str = ""')
+    code.write_text(text)
+    problems = check_ui_consistency(code, folder / f"Resources/UI/{module}.ui", MODULES[module])
+    assert any(field in p and "ctkPathLineEdit" in p for p in problems)
+
+
+@pytest.mark.parametrize("module", PRESENT)
 def test_cmake_lists_exactly_the_module_files(module: str, tmp_path: Path) -> None:
     assert check_cmake(REPO / module) == []
     folder = tmp_path / module

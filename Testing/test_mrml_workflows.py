@@ -153,7 +153,7 @@ def _panel(u_node, n_node, **overrides):  # type: ignore[no-untyped-def]
         fixedThreshold=-400.0,
         openingRadius=1,
         textureMix=0.1,
-        fusionKind="ipv1-label",
+        fusionKind="IPv1 label",  # the panel shows readable labels
         steps=0,
         device="cpu",
         batchSize=0,
@@ -185,3 +185,8 @@ def test_panel_logic_drives_the_workflows(scene, nodes, case, tmp_path: Path) ->
     run = logic.startDenoise(p, workdir=str(tmp_path / "w"))
     assert run.job.wait(timeout=180) == 0
     assert logic.finishDenoise(run, scene).GetName() == "uLDCT IPv2 denoised"
+    # A cancelled run's work folder (a copy of the volume) is removed.
+    cancelled = logic.startDenoise(p, workdir=str(tmp_path / "c"))
+    assert (tmp_path / "c" / "input.nrrd").exists()
+    logic.discardDenoise(cancelled)
+    assert not cancelled.job.running and not (tmp_path / "c").exists()

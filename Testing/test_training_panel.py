@@ -219,3 +219,16 @@ def test_scene_pairs_are_exported_as_a_manifest(scene, tmp_path: Path) -> None: 
     small = node_from_volume(make_phantom(size=64, slices=2, seed=3).ndct, "big", scene)
     with pytest.raises(InputError, match="shape"):
         TrainLogicMixin.exportScenePairs([(u, small)], str(tmp_path / "bad"))
+
+
+def test_dataset_description_and_unset_paths(dataset: Path, tmp_path: Path) -> None:
+    from pathlib import PurePath
+
+    text = TrainLogicMixin.describeDataset(dataset)
+    assert text.startswith("Dataset ready: 4 cases (train 2, val 1, test 1)")
+    assert "input" in text and "ndct" in text
+    assert TrainLogicMixin.describeDataset(tmp_path).startswith("Dataset not usable")
+    # An unset pathlib.Path parameter reads as '.', which must mean "not chosen".
+    assert not TrainLogicMixin.inspectSource(PurePath("")).usable
+    with pytest.raises(Exception, match="output folder"):
+        TrainLogicMixin.reattach(PurePath(""))

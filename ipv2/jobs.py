@@ -56,6 +56,7 @@ class Job:
         self.result: Event | None = None
         self.error_message: str | None = None
         self.started_at: float | None = None
+        self._detached = False
 
     @classmethod
     def engine(
@@ -180,7 +181,7 @@ class Job:
             self._process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
         else:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(self._process.pid), signal.SIGTERM)
+                os.killpg(self._process.pid, signal.SIGTERM)  # own session: pgid == pid
 
     def kill(self) -> None:
         """Force: kill the whole process tree at once."""
@@ -194,7 +195,7 @@ class Job:
             )
         else:
             try:
-                os.killpg(os.getpgid(self._process.pid), signal.SIGKILL)
+                os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives its leader
             except ProcessLookupError:
                 pass
             except PermissionError:
@@ -227,6 +228,15 @@ class Job:
         else:
             threading.Thread(target=escalate, daemon=True).start()
 
+    def detach(self) -> None:
+        """Stop collecting events for a process left running on its own.
+
+        The pipes are still drained (a child blocked on a full pipe would stall), but
+        nothing accumulates any more; the run's ``events.jsonl`` keeps its record.
+        """
+        self._detached = True
+        self.poll()
+
     def log_tail(self, lines: int = 50) -> list[str]:
         with self._lock:
             return list(self._log)[-lines:]
@@ -242,7 +252,8 @@ class Job:
             if event is None:
                 event = {"event": "log", "level": "output" if parse else "stderr", "message": line}
             self._remember(event)
-            self._queue.put(event)
+            if not self._detached:
+                self._queue.put(event)
         stream.close()
 
     def _remember(self, event: Event) -> None:

@@ -72,8 +72,11 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS) or it just exited: kill(0) said it was there
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class RunFolder:
     def running_pid(self) -> int | None:
         """The training process id if it is still running, else None."""
         record = self.process()
-        if record is None:
+        if record is None or "ended" in record:
             return None
         pid = int(record.get("pid", 0))
         return pid if process_alive(pid) else None
@@ -201,4 +204,9 @@ def _signal_group(pid: int, hard: bool) -> None:
         return
     sig = signal.SIGKILL if hard else signal.SIGTERM
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgid(pid), sig)
+        # Signal the whole group only when the trainer leads it (started by a panel in
+        # its own session); a run started from a terminal shares the user's group.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)

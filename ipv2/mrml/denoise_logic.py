@@ -14,7 +14,7 @@ from typing import Any
 from ipv2.errors import IPv2Error
 from ipv2.mrml import workflows
 from ipv2.mrml.dependencies import install_dependencies
-from ipv2.mrml.nodes import output_name, scene_or_default
+from ipv2.mrml.nodes import output_name, path_text, scene_or_default
 
 FUSION_LABELS = {
     "ipv1-input": "IPv1 training input",
@@ -22,6 +22,14 @@ FUSION_LABELS = {
     "ipv2-input": "IPv2 training input",
     "ipv2-label": "IPv2 label",
 }
+
+
+def fusion_key(value: str) -> str:
+    """The fusion kind from the panel's choice, which shows the readable label."""
+    for key, label in FUSION_LABELS.items():
+        if value in (key, label):
+            return key
+    raise IPv2Error(f"unknown fusion {value!r}; choose one of {', '.join(FUSION_LABELS.values())}")
 
 
 class DenoiseLogicMixin:
@@ -52,18 +60,19 @@ class DenoiseLogicMixin:
 
     def previewFusion(self, p: Any, k: int, scene: Any = None) -> Any:
         """The chosen fusion of slice ``k`` in a reused '<uLDCT> ... preview' node."""
-        weak = p.modelPath if p.fusionKind == "ipv2-label" else None
+        kind = fusion_key(p.fusionKind)
+        weak = path_text(p.modelPath) if kind == "ipv2-label" else None
         volume = workflows.fusion_slice(
-            p.uldctVolume, p.ndctVolume, k, p.fusionKind, self.recipeOptions(p), weak
+            p.uldctVolume, p.ndctVolume, k, kind, self.recipeOptions(p), weak or None
         )
-        name = output_name(p.uldctVolume, f"{FUSION_LABELS[p.fusionKind]} preview")
+        name = output_name(p.uldctVolume, f"{FUSION_LABELS[kind]} preview")
         existing = scene_or_default(scene).GetFirstNodeByName(name)
         node = workflows.show_volume(volume, name, node=existing, scene=scene)
         workflows.show_in_lung_window(node)
         return node
 
     def createFusionVolumes(self, p: Any, scene: Any = None) -> dict[str, Any]:
-        strategy = p.fusionKind.split("-")[0]
+        strategy = fusion_key(p.fusionKind).split("-")[0]
         return workflows.purify_nodes(
             p.uldctVolume, p.ndctVolume, strategy, None, self.recipeOptions(p), scene=scene
         )
@@ -79,7 +88,7 @@ class DenoiseLogicMixin:
     def startDenoise(p: Any, workdir: str | None = None) -> workflows.DenoiseRun:
         return workflows.start_denoise(
             p.uldctVolume,
-            p.modelPath,
+            path_text(p.modelPath),
             steps=p.steps or None,
             device=p.device,
             batch_size=p.batchSize or None,
@@ -90,6 +99,10 @@ class DenoiseLogicMixin:
     @staticmethod
     def cancelDenoise(run: workflows.DenoiseRun) -> None:
         run.job.cancel(grace=10.0)
+
+    @staticmethod
+    def discardDenoise(run: workflows.DenoiseRun) -> None:
+        workflows.discard_denoise(run)
 
     @staticmethod
     def finishDenoise(run: workflows.DenoiseRun, scene: Any = None) -> Any:

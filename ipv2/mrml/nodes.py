@@ -94,6 +94,12 @@ def node_from_volume(
     return node
 
 
+def path_text(value: Any) -> str:
+    """A parameter-node path as text: '' for unset (None, '' or pathlib's '.')."""
+    text = "" if value is None else str(value)
+    return "" if text in ("", ".") else text
+
+
 def output_name(input_node: Any, suffix: str) -> str:
     """Output nodes are named after their input, e.g. ``chest uLDCT IPv2 denoised``."""
     return f"{input_node.GetName()} {suffix}"

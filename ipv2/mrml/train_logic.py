@@ -16,7 +16,7 @@ from typing import Any
 from ipv2.errors import InputError
 from ipv2.jobs import Job
 from ipv2.mrml.curves import TrainingCurve
-from ipv2.mrml.nodes import volume_from_node
+from ipv2.mrml.nodes import path_text, volume_from_node
 from ipv2.mrml.workflows import slicer_python
 from ipv2.runs import TrainingRun
 from ipv2.training_plan import (
@@ -67,11 +67,26 @@ class TrainLogicMixin:
         return manifest
 
     @staticmethod
+    def describeDataset(folder: Any) -> str:
+        """'Dataset ready: 4 cases (...)' or what is wrong with the folder."""
+        from ipv2.dataset import read_manifest
+        from ipv2.errors import IPv2Error
+
+        try:
+            manifest = read_manifest(path_text(folder))
+        except IPv2Error as exc:
+            return f"Dataset not usable: {exc}"
+        splits = [c.get("split") for c in manifest.get("cases", [])]
+        counts = ", ".join(f"{s} {splits.count(s)}" for s in ("train", "val", "test"))
+        kinds = ", ".join(manifest.get("kinds", []))
+        return f"Dataset ready: {len(splits)} cases ({counts}); kinds {kinds}"
+
+    @staticmethod
     def datasetPlan(p: Any) -> DatasetPlan:
         modules = tuple(m for m, on in ((1, p.module1), (2, p.module2), (3, p.module3)) if on)
         return DatasetPlan(
-            source=p.dataSource,
-            out_dir=p.datasetFolder,
+            source=path_text(p.dataSource),
+            out_dir=path_text(p.datasetFolder),
             strategy=p.strategy,
             modules=modules,
             t=p.textureMix,
@@ -91,8 +106,8 @@ class TrainLogicMixin:
     @staticmethod
     def trainSettings(p: Any) -> TrainSettings:
         return TrainSettings(
-            data=p.datasetFolder,
-            output=p.outputFolder,
+            data=path_text(p.datasetFolder),
+            output=path_text(p.outputFolder),
             model=p.architecture,
             epochs=p.epochs,
             batch_size=p.batchSize,
@@ -117,8 +132,11 @@ class TrainLogicMixin:
         return TrainingRun.start(settings.output, job)
 
     @staticmethod
-    def reattach(folder: str) -> TrainingRun:
-        return TrainingRun.reattach(folder)
+    def reattach(folder: Any) -> TrainingRun:
+        text = path_text(folder)
+        if not text:
+            raise InputError("choose the output folder of the run to re-attach to")
+        return TrainingRun.reattach(text)
 
     @staticmethod
     def curveFor(run: TrainingRun, name: str | None = None, scene: Any = None) -> TrainingCurve:

@@ -331,6 +331,14 @@ def finish_denoise(run: DenoiseRun, scene: Any | None = None, keep_files: bool =
     return node
 
 
+def discard_denoise(run: DenoiseRun) -> None:
+    """Remove a cancelled or failed run's work folder (it holds a copy of the volume)."""
+    if run.job.running:
+        run.job.kill()
+        run.job.wait(timeout=30)
+    shutil.rmtree(run.workdir, ignore_errors=True)
+
+
 def model_summary(path: str) -> str:
     """One paragraph on a checkpoint for the panel: architecture, scheme, steps, window."""
     from ipv2.checkpoint import read_metadata

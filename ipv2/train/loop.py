@@ -12,6 +12,7 @@ Only rank 0 validates, writes checkpoints and emits events; all ranks agree on s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -306,9 +307,24 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         try:
             return self._run()
+        except BaseException as exc:
+            # The command line reports the error on stdout; the run's own log needs it
+            # too, or a panel re-attaching later would only see the run stop talking.
+            if isinstance(self.events, TeeReporter):
+                self.events.file_only("error", message=str(exc) or type(exc).__name__)
+            raise
         finally:
+            self._mark_ended()
             self.events.close()
             self.ctx.close()
+
+    def _mark_ended(self) -> None:
+        """Record in ``process.json`` that this process no longer trains (pids get reused)."""
+        record = self.output / PROCESS
+        if self.ctx.main and record.is_file():
+            data = json.loads(record.read_text(encoding="utf-8"))
+            data["ended"] = time.time()
+            write_json_atomic(record, data)
 
     def _run(self) -> dict[str, Any]:
         cfg, c = self.cfg, self.counters

@@ -24,6 +24,11 @@ class TeeReporter(Reporter):
         self._file.emit(kind, **fields)
         self.inner.emit(kind, **fields)
 
+    def file_only(self, kind: str, **fields: Any) -> None:
+        """Append an event to the log file without forwarding it (the caller reports it)."""
+        if not self._fh.closed:
+            self._file.emit(kind, **fields)
+
     def close(self) -> None:
         self.inner.close()
         if not self._fh.closed:
