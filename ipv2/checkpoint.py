@@ -245,7 +245,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(
             f"{folder / META} is not an ipv2 model description (format is not {FORMAT!r})"
         )
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise InputError(f"{folder / META} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise InputError(
             f"{folder} was written by a newer ipv2 (format {meta['format_version']}, this engine "
             f"reads {FORMAT_VERSION}); update ipv2 to load it"
@@ -272,7 +275,13 @@ def load_checkpoint(
         )
     get_spec(name)
     weights = load_verified(folder, WEIGHTS, meta.get("weights"))
-    model = build(name, **meta.get("hparams", {}))
+    hparams = meta.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise InputError(f"{folder / META}: 'hparams' must be an object, got {hparams!r}")
+    try:
+        model = build(name, **hparams)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{folder / META}: cannot rebuild the {name!r} network: {exc}") from None
     _check_shapes(model, weights, folder, name)
     model.load_state_dict(weights, strict=True)
     model.to(device).eval()

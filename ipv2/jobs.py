@@ -134,10 +134,7 @@ class Job:
     @property
     def fraction(self) -> float:
         """Share of the work done, from the last progress event (0 before any)."""
-        p = self.last_progress
-        if not p or not p.get("total"):
-            return 0.0
-        return float(min(1.0, max(0.0, p["done"] / p["total"])))
+        return progress_fraction(self.last_progress)
 
     def remaining_seconds(self) -> float | None:
         """A linear estimate of the time left; None until there is progress to go on."""
@@ -269,6 +266,13 @@ class Job:
             self.result = event
         elif kind == "error":
             self.error_message = str(event.get("message", ""))
+
+
+def progress_fraction(event: Event | None) -> float:
+    """done / total of a progress event, clamped to [0, 1]; 0 without one."""
+    if not event or not event.get("total"):
+        return 0.0
+    return float(min(1.0, max(0.0, event["done"] / event["total"])))
 
 
 def _parse_event(line: str) -> Event | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipv2.jobs import Event, _parse_event
+from ipv2.jobs import Event, _parse_event, progress_fraction
 
 PROCESS = "process.json"
 EVENTS = "events.jsonl"
@@ -173,10 +173,7 @@ class TrainingRun:
 
     @property
     def fraction(self) -> float:
-        p = self.last_progress
-        if not p or not p.get("total"):
-            return 0.0
-        return float(min(1.0, p["done"] / p["total"]))
+        return progress_fraction(self.last_progress)
 
     def stop(self) -> None:
         """First click: finish the step, save a checkpoint, exit (SIGTERM)."""

@@ -154,13 +154,18 @@ def _from_image(image: sitk.Image, source: str) -> Volume:
     return Volume(array.astype(np.float32), spacing, origin, direction)
 
 
+def hu_as_int16(hu: np.ndarray) -> np.ndarray:
+    """Round HU to int16, saturating instead of wrapping around (metal stays bright)."""
+    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+
+
 def to_sitk(volume: Volume, dtype: str = "float32") -> sitk.Image:
     """A SimpleITK image with the volume's geometry: float32, rounded int16, or uint8 labels."""
     if dtype not in _OUTPUT_DTYPES:
         raise InputError(f"output dtype must be one of {sorted(_OUTPUT_DTYPES)}, got {dtype}")
     data = volume.array
     if dtype == "int16":
-        data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
+        data = hu_as_int16(data)
     elif dtype == "uint8":
         data = np.clip(np.rint(data), 0, 255).astype(np.uint8)
     image = sitk.GetImageFromArray(data)

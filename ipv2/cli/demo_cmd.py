@@ -50,6 +50,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ipv2.demo import DemoConfig, run_demo
+    from ipv2.demo.report import percent
 
     config = DemoConfig(
         size=args.size,
@@ -66,12 +67,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     metrics = run_demo(config, args.out, reporter)
     comp = metrics["comparison"]
     print(
-        f"IPv2 vs IPv1 residual noise: background {_pct(comp['background_noise_reduction_ipv2_vs_ipv1'])} lower, "
-        f"lungs {_pct(comp['lung_noise_reduction_ipv2_vs_ipv1'])} lower"
+        f"IPv2 vs IPv1 residual noise: background {percent(comp['background_noise_reduction_ipv2_vs_ipv1'])} lower, "
+        f"lungs {percent(comp['lung_noise_reduction_ipv2_vs_ipv1'])} lower"
     )
     print(f"report: {args.out / 'report.html'} ({metrics['total_seconds']:.0f} s)")
     return 0
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"

@@ -169,8 +169,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}img{{ma
 data built from the same phantom patients, then denoised the test patient's 2% dose uLDCT.
 Noise is the standard deviation of (output &minus; truth) in HU inside the true background
 and lung regions; PSNR and SSIM are inside the body, in the HU window of the models.</p>
-<p><b>Residual noise, IPv2 versus IPv1:</b> background {_pct(comp["background_noise_reduction_ipv2_vs_ipv1"])}
-lower, lungs {_pct(comp["lung_noise_reduction_ipv2_vs_ipv1"])} lower.</p>
+<p><b>Residual noise, IPv2 versus IPv1:</b> background {percent(comp["background_noise_reduction_ipv2_vs_ipv1"])}
+lower, lungs {percent(comp["lung_noise_reduction_ipv2_vs_ipv1"])} lower.</p>
 <table><tr>{head}</tr>{body}</table>
 <h2>Test slice {k} (lung window W1500 L&minus;600)</h2>
 <p><img src="report.png" alt="uLDCT, NDCT, labels, model outputs and masks with zoomed patches"></p>
@@ -180,5 +180,6 @@ and arXiv:2510.07492.</p></body></html>
 """
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """'42%' for a fraction, '–' when it could not be measured."""
     return "–" if value is None else f"{100 * value:.0f}%"

@@ -17,6 +17,7 @@ from vtk.util import numpy_support
 
 from ipv2.errors import InputError
 from ipv2.volume import Volume
+from ipv2.volume_io import hu_as_int16
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -53,6 +54,11 @@ def volume_from_node(node: Any) -> Volume:
     """A scalar volume node as a :class:`Volume` (voxels copied, geometry converted)."""
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
         raise InputError("select a scalar volume node (a CT volume)")
+    if node.GetParentTransformNode() is not None:
+        raise InputError(
+            f"volume '{node.GetName()}' is under a transform; harden the transform first "
+            "(Data module, right-click > Harden transform) so its geometry is what you see"
+        )
     image = node.GetImageData()
     if image is None:
         raise InputError(f"volume '{node.GetName()}' has no voxel data")
@@ -81,7 +87,9 @@ def node_from_volume(
     scene = scene_or_default(scene)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
-    data = volume.array if dtype == "float32" else np.rint(volume.array).astype(np.int16)
+    if dtype not in ("float32", "int16"):
+        raise InputError(f"volume nodes are written as float32 or int16, not {dtype}")
+    data = volume.array if dtype == "float32" else hu_as_int16(volume.array)
     image = vtk.vtkImageData()
     z, y, x = data.shape
     image.SetDimensions(x, y, z)
