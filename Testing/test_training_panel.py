@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -232,3 +233,31 @@ def test_dataset_description_and_unset_paths(dataset: Path, tmp_path: Path) -> N
     assert not TrainLogicMixin.inspectSource(PurePath("")).usable
     with pytest.raises(Exception, match="output folder"):
         TrainLogicMixin.reattach(PurePath(""))
+
+
+@pytest.mark.slow
+def test_planned_dataset_build_with_module_3_runs_as_jobs(pairs_csv: Path, tmp_path: Path) -> None:
+    """The panel's three jobs: sim(N) dataset, weak denoiser, dataset with IPv2 labels."""
+    out = tmp_path / "ds"
+    plan = DatasetPlan(
+        source=str(pairs_csv),
+        out_dir=str(out),
+        modules=(1, 2, 3),
+        weak_epochs=1,
+        weak_crop=32,
+        weak_model="regressor",
+        weak_base=8,
+        device="cpu",
+        match_uldct=False,  # 64 px phantoms are too coarse to measure lung noise
+    )
+    for label, command in dataset_steps(plan):
+        job = TrainLogicMixin.startCommand(command)
+        assert job.wait(timeout=300) == 0, (label, job.log_tail(20))
+        events = job.poll()
+        done = [e for e in events if e["event"] == "done"]
+        assert done and done[-1]["status"] in ("ok", "stopped"), label
+        assert all(isinstance(e, dict) and "event" in e for e in events)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"input", "label", "sim", "lung"} <= set(manifest["kinds"])
+    assert "weak denoiser" in manifest["parameters"]["weak_denoiser"]
+    assert TrainLogicMixin.describeDataset(out).startswith("Dataset ready: 4 cases")

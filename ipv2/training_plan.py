@@ -176,8 +176,10 @@ class DatasetPlan:
     mask_variant: str = "paper"
     dose: float = 0.02
     match_uldct: bool = True
-    weak_model: str = "ffm"
+    weak_model: str = "ffm"  # method.md: the same architecture and size as the main network
+    weak_base: int = 0
     weak_epochs: int = 20
+    weak_crop: int = 64
     device: str = "auto"
 
 
@@ -222,9 +224,10 @@ def dataset_steps(plan: DatasetPlan) -> list[tuple[str, list[str]]]:
         output=weak,
         model=plan.weak_model,
         epochs=plan.weak_epochs,
-        batch_size=4,
+        batch_size=2,
         lr=1e-3,
-        crop=64,
+        crop=plan.weak_crop,
+        base=plan.weak_base,
         device=plan.device,
         weak=True,
         val_every=0,

@@ -29,7 +29,7 @@ from ipv2.errors import InputError
 from ipv2.lowdose.noise_estimate import estimate_noise
 from ipv2.lowdose.params import PhysicsParams
 from ipv2.lowdose.physics import simulate_slices, simulate_slices_with_noise
-from ipv2.lowdose.regions import region_mask
+from ipv2.lowdose.regions import erosion_for, region_mask
 
 BoolArray = npt.NDArray[np.bool_]
 I0_BOUNDS = (1.0, 1e9)
@@ -115,6 +115,11 @@ def spread_slices(candidates: npt.NDArray[np.int_], count: int) -> tuple[int, ..
     return tuple(int(candidates[p]) for p in picks)
 
 
+def _min_pixels(shape: tuple[int, ...]) -> int:
+    """Pixels a slice's region needs to be measured: 100 at 512 px, fewer on coarse grids."""
+    return max(25, int(100 * shape[-1] * shape[-2] / 512**2))
+
+
 def _usable_slices(mask: BoolArray, count: int, min_pixels: int = 100) -> tuple[int, ...]:
     per_slice = mask.reshape(mask.shape[0], -1).sum(axis=1)
     return spread_slices(np.flatnonzero(per_slice >= min_pixels), count)
@@ -188,8 +193,9 @@ def calibrate_to_uldct(
 
     Returns the calibration and the uLDCT's measured noise index (HU).
     """
-    u_mask = region_mask(uldct_hu, region, uldct_padding, smoothing_px=3.0, erosion_px=3)
-    u_slices = _usable_slices(u_mask, 2 * max_slices)
+    erosion = erosion_for(uldct_hu.shape)
+    u_mask = region_mask(uldct_hu, region, uldct_padding, smoothing_px=3.0, erosion_px=erosion)
+    u_slices = _usable_slices(u_mask, 2 * max_slices, _min_pixels(uldct_hu.shape))
     if not u_slices:
         raise InputError(
             f"the ultra-low-dose volume has no usable {region} region to measure its noise; "
@@ -199,8 +205,8 @@ def calibrate_to_uldct(
     u_pad = None if uldct_padding is None else uldct_padding[u_idx]
     target = estimate_noise(uldct_hu[u_idx], region, u_pad, what="ultra-low-dose volume")
 
-    n_mask = region_mask(hu, region, padding, smoothing_px=3.0, erosion_px=3)
-    slices = _usable_slices(n_mask, 2 * max_slices)
+    n_mask = region_mask(hu, region, padding, smoothing_px=3.0, erosion_px=erosion_for(hu.shape))
+    slices = _usable_slices(n_mask, 2 * max_slices, _min_pixels(hu.shape))
     if not slices:
         raise InputError(f"the normal-dose volume has no usable {region} region")
     idx = list(slices)

@@ -23,11 +23,11 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from ipv2.errors import InputError
-from ipv2.lowdose.regions import region_mask
+from ipv2.lowdose.regions import erosion_for, region_mask
 
 MAD_TO_STD = 1.4826
 _MEDIAN_SIZE = 5
-_MIN_PIXELS = 200
+_MIN_PIXELS = 100  # a std from 100 residuals is within about 7%
 _CLIP = 3.0
 
 
@@ -60,5 +60,5 @@ def estimate_noise(
 ) -> float:
     """:func:`noise_index` in the image's own ``region`` (smoothed thresholds, eroded)."""
     arr = np.asarray(hu, dtype=np.float32)
-    mask = region_mask(arr, region, padding, smoothing_px=3.0, erosion_px=3)
+    mask = region_mask(arr, region, padding, smoothing_px=3.0, erosion_px=erosion_for(arr.shape))
     return noise_index(arr, mask, what)

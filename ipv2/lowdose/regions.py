@@ -73,6 +73,16 @@ def _inside_body(hu: npt.NDArray[np.float32]) -> BoolArray:
     return out
 
 
+def erosion_for(shape: tuple[int, ...]) -> int:
+    """Edge margin of a noise region in pixels: 3 on clinical grids, less on coarse ones.
+
+    Three pixels keep noise measurements off tissue edges at 0.7-0.9 mm pixels; on a
+    128-pixel grid the same margin would swallow a whole lung at the apex.
+    """
+    side = min(shape[-2:])
+    return 3 if side >= 256 else 2 if side >= 128 else 1
+
+
 def check_roi(roi: npt.ArrayLike, shape: tuple[int, ...], min_pixels: int = 50) -> BoolArray:
     """A user ROI as a boolean mask of ``shape``; refuses empty or mis-shaped masks."""
     mask = np.asarray(roi)

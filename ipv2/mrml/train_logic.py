@@ -93,6 +93,8 @@ class TrainLogicMixin:
             mask_variant=p.maskVariant,
             dose=p.simulationDose,
             match_uldct=p.matchUldct,
+            weak_model=p.architecture,
+            weak_base=p.baseChannels,
             device=p.device,
         )
 
