@@ -7,9 +7,10 @@ honoured between steps. On CUDA it runs under ``inference_mode`` with autocast (
 where supported) when half precision is asked for, picks the batch size from free GPU
 memory, and halves the batch and carries on when memory runs out.
 
-The network sees the input clipped to its window; the output adds the network's change
-to the *unclipped* input, so bone and metal brighter than the window keep their HU
-instead of being flattened to the window edge. Scanner padding is restored exactly.
+The network sees the input clipped to its window. Bone and metal brighter than the
+window keep their excess over the window's top in the output instead of being flattened;
+below the window there is only air and its noise, so the network's output stands there.
+Scanner padding is restored exactly.
 """
 
 from __future__ import annotations
@@ -238,9 +239,11 @@ def denoise_array(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        out[start:stop] = vol[start:stop] + (
-            window.from_unit(pred) - window.from_unit(unit[start:stop])
-        )
+        # Above the window (bone, metal) the network saw a flattened value: keep the
+        # input's excess. Below it lies only air and its noise, which is what denoising
+        # removes, so the network's output stands there.
+        above = np.maximum(vol[start:stop] - np.float32(window.high), 0.0)
+        out[start:stop] = window.from_unit(pred) + above
         start = stop
         if progress is not None:
             progress(start * steps, total)
