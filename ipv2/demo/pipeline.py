@@ -180,7 +180,9 @@ def run_demo(
         clock.lap("datasets")
         models = {}
         for name in STRATEGIES:
-            rep.log(f"training FFM on the {name.upper()} dataset ({config.steps} steps)")
+            rep.log(
+                f"training FFM on the {name.replace('ipv', 'IPv')} dataset ({config.steps} steps)"
+            )
             models[name] = _train(
                 config, root / f"dataset-{name}", root / f"model-{name}", rep, config.steps, False
             )
@@ -190,7 +192,7 @@ def run_demo(
         options = DenoiseOptions(steps=config.sampler_steps, device=config.device)
         for name in STRATEGIES:
             loaded = load_checkpoint(models[name])
-            rep.log(f"denoising the test patient with the {name.upper()} model")
+            rep.log(f"denoising the test patient with the {name.replace('ipv', 'IPv')} model")
             stage = f"demo: denoise ({name})"
 
             def progress(done: int, total: int, stage: str = stage) -> None:

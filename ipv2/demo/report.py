@@ -77,9 +77,9 @@ def figure(
     ]
     for name in ("ipv1", "ipv2"):
         if name in labels:
-            columns.append((f"{name.upper()} label", _gray(labels[name][k])))
+            columns.append((f"{name.replace('ipv', 'IPv')} label", _gray(labels[name][k])))
     for name, out in outputs.items():
-        columns.append((f"{name.upper()}-trained FFM", _gray(out.array[k])))
+        columns.append((f"{name.replace('ipv', 'IPv')}-trained FFM", _gray(out.array[k])))
     n = case.uldct.shape[1]
     size = n * SCALE
     boxes = _boxes(case, k)
