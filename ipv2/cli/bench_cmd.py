@@ -19,6 +19,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "purify": ("masks + fusion per 512 x 512 slice", "#3"),
     "model": ("parameters, GFLOP and ms per forward for each network", "#5"),
     "preview": ("IPv2Denoise live mask preview per 512 x 512 slice", "#7"),
+    "mixer": ("FFM's frequency mixer against a plain rewrite of its blocks", "#5"),
 }
 
 
