@@ -6,9 +6,10 @@ columns ``uldct``, ``ndct`` and optionally ``patient``, ``split``, ``case``,
 ``simulated`` and ``weak`` (precomputed ``S`` and ``W`` volumes; paths relative to the
 manifest). Every case goes through :func:`ipv2.purify.purify_pair` with one recipe; the
 output is written into a temporary folder and renamed at the end, so a failure leaves
-nothing behind. Module 2 uses the low-dose simulator (``ipv2.lowdose``) and Module 3 the
-weak denoiser when they are installed; without them the outputs that need them are left
-out, the manifest says why, and everything else is built.
+nothing behind. Module 2 runs the low-dose simulator (``ipv2.lowdose``), optionally
+fitted to each case's uLDCT; Module 3 applies a weak denoiser checkpoint. Without a weak
+denoiser the labels are left out, the manifest says why, and everything else is built
+(that is the first step of building with Module 3: the weak denoiser trains on it).
 """
 
 from __future__ import annotations

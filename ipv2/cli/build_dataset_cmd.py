@@ -3,9 +3,10 @@
 SOURCE is the authors' PNG layout (``<root>/{train,val,test}/{lq,gt}/*.png``, read
 through an explicit HU window) or a CSV/JSON manifest of paired volumes (columns
 ``uldct``, ``ndct`` and optionally ``patient``, ``split``, ``case``, ``simulated``,
-``weak``). The output folder follows docs/dataset-format.md. Module 2 needs the low-dose
-simulator and Module 3 the weak denoiser (or precomputed ``simulated``/``weak`` columns);
-while those are missing the command says so and builds everything else.
+``weak``). The output folder follows docs/dataset-format.md. Module 2 simulates sim(N)
+(``--match-uldct`` fits its dose per case); Module 3 needs a weak denoiser checkpoint
+(``--weak``) or precomputed ``weak`` columns, and without one the labels are left out
+with a warning while everything else is built.
 """
 
 from __future__ import annotations
