@@ -130,6 +130,14 @@ def test_denoise_job_runs_and_loads_result(scene, nodes, tmp_path: Path) -> None
     assert not (tmp_path / "work").exists()
 
 
+def test_denoise_node_blocks_and_returns_the_result(scene, nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    u_node, _ = nodes
+    model = tiny_checkpoint(tmp_path / "model", arch="regressor")
+    node = wf.denoise_node(u_node, str(model), device="cpu", timeout=180, scene=scene)
+    assert node.GetName() == "uLDCT IPv2 denoised"
+    assert volume_from_node(node).grid_differences(volume_from_node(u_node)) == []
+
+
 def test_bad_model_is_refused_before_any_work(nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from ipv2.errors import InputError
 

@@ -331,6 +331,34 @@ def finish_denoise(run: DenoiseRun, scene: Any | None = None, keep_files: bool =
     return node
 
 
+def denoise_node(
+    u_node: Any,
+    model: str,
+    steps: int | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    half: bool = False,
+    timeout: float | None = None,
+    scene: Any | None = None,
+) -> Any:
+    """Denoise a volume node through a Job and wait for it (for scripts and the console).
+
+    The panel uses :func:`start_denoise` / :func:`finish_denoise` instead, polling the
+    job from a timer so the GUI stays responsive.
+    """
+    run = start_denoise(u_node, model, steps, device, batch_size, half)
+    try:
+        run.job.wait(timeout=timeout)
+    except BaseException:
+        discard_denoise(run)
+        raise
+    try:
+        return finish_denoise(run, scene)
+    except InputError:
+        discard_denoise(run)
+        raise
+
+
 def discard_denoise(run: DenoiseRun) -> None:
     """Remove a cancelled or failed run's work folder (it holds a copy of the volume)."""
     if run.job.running:
