@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import py_compile
 import re
@@ -111,3 +112,28 @@ def test_icons_are_128_pixels() -> None:
 
     for path in [REPO / "IPv2.png", *REPO.glob("*/Resources/Icons/*.png")]:
         assert sitk.ReadImage(str(path)).GetSize() == (128, 128), path
+
+
+def test_module_files_import_nothing_slicer_lacks_before_first_use() -> None:
+    """The panels must load (and ask before installing) without scipy, skimage or torch."""
+    import subprocess
+    import sys
+
+    tree = ast.parse((REPO / "IPv2Denoise/IPv2Denoise.py").read_text())
+    tree_train = ast.parse((REPO / "IPv2Train/IPv2Train.py").read_text())
+    modules = {
+        node.module
+        for t in (tree, tree_train)
+        for node in t.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ipv2")
+    }
+    assert "ipv2.mrml.denoise_logic" in modules and "ipv2.mrml.train_logic" in modules
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in sorted(modules))
+        + "heavy = [m for m in ('scipy', 'skimage', 'torch', 'safetensors', 'tqdm', 'PIL') "
+        "if m in sys.modules]\nprint(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Reporter:
@@ -100,6 +101,8 @@ class ConsoleReporter(Reporter):
         if self.quiet or (stage == self._finished and done >= total):
             return
         if self._bar is None or stage != self._stage:
+            from tqdm import tqdm  # imported on first use: Slicer may not have it yet
+
             self.close()
             self._bar = tqdm(total=total, desc=stage, file=self.stream, leave=True)
             self._stage = stage

@@ -16,7 +16,6 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ipv2.dataset import DEFAULT_SPLIT_SEED, assign_splits
-from ipv2.dataset_build import discover_pairs
 from ipv2.errors import InputError
 
 
@@ -51,6 +50,10 @@ def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
 
 def inspect_source(source: str | os.PathLike[str], seed: int = DEFAULT_SPLIT_SEED) -> SourceSummary:
     """Counts per split (given, or the seeded 7 : 1.5 : 1.5 split) and pair problems."""
+    # Imported here: the Slicer panel imports this module at startup, before it has
+    # asked to install scipy and scikit-image, which the dataset builder needs.
+    from ipv2.dataset_build import discover_pairs
+
     summary = SourceSummary()
     try:
         pairs = discover_pairs(source)
