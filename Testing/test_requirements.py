@@ -72,3 +72,18 @@ def test_confirmation_lists_packages_and_reassures_about_slicer() -> None:
 )
 def test_failure_hints(output: str, expected: str) -> None:
     assert expected in failure_hint(output)
+
+
+def test_engine_requirements_match_pyproject() -> None:
+    """What Slicer is offered to install is pyproject's runtime list minus Slicer's own."""
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    names = {
+        d.split(">")[0].split("<")[0].split("=")[0].strip().lower()
+        for d in project["project"]["dependencies"]
+    }
+    offered = {r.name.lower() for r in ENGINE_REQUIREMENTS}
+    assert offered == names - {"numpy", "simpleitk", "torch"}

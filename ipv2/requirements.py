@@ -36,6 +36,7 @@ ENGINE_REQUIREMENTS = (
     Requirement("scikit-image", "0.21"),
     Requirement("safetensors", "0.4"),
     Requirement("tqdm", "4.60"),
+    Requirement("pillow", "9"),
 )
 
 VersionLookup = Callable[[str], str]
