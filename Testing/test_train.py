@@ -56,7 +56,7 @@ def make_dataset(
         "format_version": 1,
         "strategy": "ipv2",
         "modules": [1, 2, 3],
-        "window": [-1024.0, 1024.0],
+        "window_hu": [-1024.0, 1024.0],
         "cases": [],
     }
     (root / "manifest.json").write_text(json.dumps(manifest))

@@ -261,3 +261,30 @@ def test_planned_dataset_build_with_module_3_runs_as_jobs(pairs_csv: Path, tmp_p
     assert {"input", "label", "sim", "lung"} <= set(manifest["kinds"])
     assert "weak denoiser" in manifest["parameters"]["weak_denoiser"]
     assert TrainLogicMixin.describeDataset(out).startswith("Dataset ready: 4 cases")
+
+
+def test_the_datasets_hu_window_travels_into_the_model(pairs_csv: Path, tmp_path: Path) -> None:
+    from ipv2.dataset_build import BuildConfig, build_dataset
+    from ipv2.intensity import HUWindow
+    from ipv2.purify import Recipe
+    from ipv2.train import TrainConfig, train
+
+    window = HUWindow(-1200.0, 600.0)
+    build_dataset(
+        pairs_csv, tmp_path / "ds", BuildConfig(recipe=Recipe.for_strategy("ipv1"), window=window)
+    )
+    config = TrainConfig(
+        data=str(tmp_path / "ds"),
+        output=str(tmp_path / "run"),
+        model="regressor",
+        model_params={"width": 8},
+        max_steps=1,
+        crop=32,
+        val_every=0,
+        checkpoint_every_steps=1,
+        device="cpu",
+    )
+    train(config)
+    found = latest_checkpoint(tmp_path / "run")
+    assert found is not None
+    assert load_checkpoint(found).window == window

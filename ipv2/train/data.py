@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ipv2.dataset import read_manifest
 from ipv2.errors import InputError
 from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
 
 FloatArray = npt.NDArray[np.float32]
-SPLITS = ("train", "val", "test")
 _PNG_KINDS = {"uldct": "lq", "input": "lq", "ndct": "gt", "label": "gt"}
 
 
@@ -43,23 +43,17 @@ class DatasetInfo:
 def read_dataset_info(root: str | Path) -> DatasetInfo:
     """Identify the layout and read the manifest; refuse folders that are neither."""
     r = Path(root)
-    manifest_path = r / "manifest.json"
-    if manifest_path.is_file():
-        raw = manifest_path.read_bytes()
-        try:
-            manifest = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{manifest_path} is not valid JSON ({exc})") from None
-        if manifest.get("format") != "ipv2-dataset":
-            raise InputError(f"{manifest_path} is not an ipv2 dataset manifest (format field)")
-        window = HUWindow.from_json(manifest.get("window", DEFAULT_PNG_WINDOW.to_json()))
+    if (r / "manifest.json").is_file():
+        manifest = read_manifest(r)
+        window = HUWindow.from_json(manifest.get("window_hu", DEFAULT_PNG_WINDOW.to_json()))
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         return DatasetInfo(
             r,
             "npy",
             window,
             manifest.get("strategy"),
             [int(m) for m in manifest.get("modules", [])],
-            hashlib.sha256(raw).hexdigest(),
+            digest,
             manifest,
         )
     if (r / "train" / "lq").is_dir() and (r / "train" / "gt").is_dir():
