@@ -43,3 +43,14 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("IPV2_TEST_ARTIFACTS", REPO / "test-output"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture()
+def scene():  # type: ignore[no-untyped-def]
+    """A real, empty MRML scene (slicer-core) set as ``slicer.mrmlScene``."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    yield scene
+    scene.Clear(1)

@@ -6,19 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicer
 from factories import oblique_volume
 
 from ipv2 import mrml
 from ipv2.volume import Volume
-
-
-@pytest.fixture()
-def scene():  # type: ignore[no-untyped-def]
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
 
 
 def test_volume_round_trip_keeps_oblique_geometry(scene) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicer
 from factories import tiny_checkpoint
 
 from ipv2.masks import MaskOptions, purification_masks
@@ -14,14 +13,6 @@ from ipv2.mrml import node_from_volume, segment_array, volume_from_node
 from ipv2.mrml import workflows as wf
 from ipv2.phantom import make_phantom
 from ipv2.purify import Recipe, training_input
-
-
-@pytest.fixture()
-def scene():  # type: ignore[no-untyped-def]
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
 
 
 @pytest.fixture(scope="module")

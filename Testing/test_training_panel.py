@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import slicer
 
 from ipv2.checkpoint import load_checkpoint
 from ipv2.cli import build_parser
@@ -30,14 +29,6 @@ from ipv2.training_plan import (
     train_command,
 )
 from ipv2.volume_io import write_volume
-
-
-@pytest.fixture()
-def scene():  # type: ignore[no-untyped-def]
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
 
 
 @pytest.fixture(scope="module")
