@@ -187,12 +187,12 @@ def find_weak_denoiser(checkpoint: Path | None) -> tuple[VolumeFn | None, str]:
             "ipv2 train --weak)"
         )
     from ipv2.checkpoint import load_checkpoint
-    from ipv2.infer import denoise_volume
+    from ipv2.train.weak import weak_denoise
 
     loaded = load_checkpoint(checkpoint)
 
     def run(volume: Volume) -> Volume:
-        return denoise_volume(volume, loaded)[0]
+        return volume.with_array(weak_denoise(volume, loaded))
 
     return run, f"weak denoiser {checkpoint} ({loaded.meta.get('arch')}, {loaded.scheme.name})"
 

@@ -167,6 +167,7 @@ def fusion_slice(
     denoiser's checkpoint for ``W = weak(U)``.
     """
     from ipv2.purify import Recipe, evaluation_label, training_input
+    from ipv2.train.weak import weak_denoise
 
     if kind not in FUSION_KINDS:
         raise InputError(f"fusion kind must be one of {FUSION_KINDS}, got {kind!r}")
@@ -197,17 +198,9 @@ def fusion_slice(
                     "the IPv2 label needs the weak denoiser (Module 3): choose its checkpoint "
                     "folder, or preview the IPv1 label"
                 )
-            w = _weak(u, weak_checkpoint)
+            w = weak_denoise(u, weak_checkpoint)
         out = evaluation_label(recipe, masks, u, n, w)
     return geometry.with_array(out)
-
-
-def _weak(u: npt.NDArray[np.float32], checkpoint: str) -> npt.NDArray[np.float32]:
-    from ipv2.checkpoint import load_checkpoint
-    from ipv2.infer import DenoiseOptions, denoise_array
-
-    out, _ = denoise_array(u, load_checkpoint(checkpoint), DenoiseOptions(device="auto"))
-    return out
 
 
 def show_volume(
@@ -234,6 +227,7 @@ def purify_nodes(
     (an output whose source is missing is left out and listed under ``"warnings"``).
     """
     from ipv2.purify import Recipe, purify_pair
+    from ipv2.train.weak import weak_denoise
 
     scene = scene_or_default(scene)
     _check_pair(u_node, n_node)
@@ -246,7 +240,7 @@ def purify_nodes(
         sim, _ = simulate_volume(n, PhysicsParams(dose_fraction=dose))
     weak = None
     if recipe.needs_weak and weak_checkpoint:
-        weak = u.with_array(_weak(u.array, weak_checkpoint))
+        weak = u.with_array(weak_denoise(u.array, weak_checkpoint))
     result = purify_pair(u, n, recipe, sim, weak)
     label = strategy.upper()
     out: dict[str, Any] = {"warnings": list(result.report.get("warnings", []))}  # type: ignore[call-overload]
