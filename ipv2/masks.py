@@ -1,10 +1,13 @@
 """Purification masks: dark regions, background and the lung mask ``L`` (method.md 1 and 3).
 
-Everything works on a stack of axial slices ``(z, y, x)`` at once: the slices are
-independent (structuring elements and connectivity never reach across ``z``), but one
-call into scipy per operation over the whole stack is several times faster than a Python
-loop over slices. A 2D slice is accepted and treated as a stack of one, which is what the
-Slicer preview calls on every slider move.
+Every function takes a stack of axial slices ``(z, y, x)`` and treats the slices
+independently: structuring elements and connectivity never reach across ``z``, so a
+one-slice preview gives exactly the masks of a whole-volume run. For speed the stack is
+cut into blocks of a few slices; each block is one tall image for the binary operations
+(:mod:`ipv2.slice_block`), and the blocks run on a thread pool (:mod:`ipv2.parallel`).
+The binary operations come from OpenCV, or from scipy where OpenCV is missing
+(:mod:`ipv2.binary_ops`; same results). A 2D slice is accepted and treated as a stack of
+one, which is what the Slicer preview calls on every slider move.
 
 - ``dark``: pixels at or below the slice's Otsu threshold, then one binary opening with a
   disk. Scanner padding is kept out of the Otsu histogram (it would drag the threshold
@@ -13,7 +16,8 @@ Slicer preview calls on every slider move.
   fill). By default also every dark component that touches the image border or lies
   outside the body (air under the table, air cut off by the field-of-view circle), which
   the corner fill alone leaves inside ``L``. The body is the largest bright component
-  with its holes filled, found on a coarse grid because only its extent is needed.
+  (all of them if several tie) with its holes filled, found on a coarse grid because
+  only its extent is needed.
 - ``L``: ``paper`` variant (default) = ``dark(U) - bg(U)`` OR ``dark(N) - bg(N)``;
   ``reference`` variant = the authors' script: ``dark(U) | dark(N)`` minus one flood fill
   from pixel (0, 0), which removes nothing when that pixel is bright.
@@ -21,17 +25,20 @@ Slicer preview calls on every slider move.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
-from skimage.filters import threshold_otsu
-from skimage.morphology import disk
 
+from ipv2.binary_ops import BinaryOps, backend
 from ipv2.errors import InputError
-from ipv2.padding import detect_padding
+from ipv2.mask_blocks import block_dark, block_otsu, block_regions
+from ipv2.padding import slice_padding
+from ipv2.parallel import map_slices, worker_count
+from ipv2.slice_block import SliceBlock
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float32]
@@ -40,10 +47,7 @@ BackgroundRule = Literal["outside-body", "corners"]
 
 VARIANTS: tuple[str, ...] = ("paper", "reference")
 BACKGROUND_RULES: tuple[str, ...] = ("outside-body", "corners")
-_OTSU_BINS = 1536  # 4 HU bins over the fixed range below
-_OTSU_LOW_HU, _OTSU_HIGH_HU = -2048.0, 4096.0
-_OTSU_SAMPLES_PER_SLICE = 16384
-_COARSE_PIXELS = 128  # the body outline is found on a grid of about this size
+_MAX_BLOCK = 8  # slices per block: enough to amortise call overhead, few enough to balance
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,10 @@ class DarkMask:
 
 @dataclass(frozen=True)
 class ImageRegions:
-    """One image's own regions: dark, background and body (lung = dark - background)."""
+    """One image's own regions: dark and background (lung = dark - background)."""
 
     dark: DarkMask
     background: BoolArray
-    body: BoolArray
 
     @property
     def lung(self) -> BoolArray:
@@ -97,15 +100,32 @@ class ImageRegions:
 
 @dataclass(frozen=True)
 class MaskSet:
-    """The masks purification needs for one pair (U, N) on U's grid."""
+    """The masks purification needs for one pair (U, N) on U's grid.
+
+    ``common`` and the paper variant's ``background`` follow from the two images'
+    regions and are computed on first use: purification needs only one of ``common``
+    (IPv1) and ``L`` (Module 1), and not storing what is not asked for keeps the masks of
+    a large volume cheaper in time and memory.
+    """
 
     options: MaskOptions
     u: ImageRegions
     n: ImageRegions
-    common: BoolArray  # dark(U) | dark(N): IPv1's region
     lung: BoolArray  # L: Module 1's region
-    background: BoolArray  # background in both images (reference: what the fill removed)
     body: BoolArray  # body in either image, lung included
+    removed: BoolArray | None = None  # reference variant: what the flood fill removed
+
+    @functools.cached_property
+    def common(self) -> BoolArray:
+        """``dark(U) | dark(N)``: IPv1's region."""
+        return np.asarray(self.u.dark.mask | self.n.dark.mask)
+
+    @functools.cached_property
+    def background(self) -> BoolArray:
+        """Background in both images (reference variant: what the fill removed)."""
+        if self.removed is not None:
+            return self.removed
+        return np.asarray(self.u.background & self.n.background)
 
     def label_map(self) -> npt.NDArray[np.uint8]:
         """0 background (and anything outside the body, e.g. the table), 1 body, 2 lung."""
@@ -121,7 +141,11 @@ class MaskSet:
 
 
 def as_stack(array: npt.ArrayLike, what: str = "image") -> FloatArray:
-    """A float32 (z, y, x) view of a slice or volume; NaN and empty input are refused."""
+    """A float32 (z, y, x) view of a slice or volume; empty input is refused.
+
+    Finiteness is checked block by block where the slices are processed (the error names
+    the slice), so the check reads each block while it is about to be used anyway.
+    """
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
@@ -129,88 +153,19 @@ def as_stack(array: npt.ArrayLike, what: str = "image") -> FloatArray:
         raise InputError(f"{what} must be a 2D slice or a 3D stack, got shape {arr.shape}")
     if arr.size == 0:
         raise InputError(f"{what} is empty (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise InputError(f"{what} contains {bad} NaN or infinite pixels; masks need finite HU")
     return arr
 
 
-def _slice_structure(connectivity: int) -> BoolArray:
-    """A 3D structure that connects pixels within a slice only (4- or 8-neighbours)."""
-    plane = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    out = np.zeros((3, 3, 3), dtype=bool)
-    out[1] = plane
-    return out
+def check_finite(sl: FloatArray, what: str, k: int) -> None:
+    """Masks need finite HU: NaN or infinity is an error naming the slice."""
+    if not np.isfinite(sl).all():
+        bad = int((~np.isfinite(sl)).sum())
+        raise InputError(
+            f"{what} contains {bad} NaN or infinite pixels on slice {k}; masks need finite HU"
+        )
 
 
-def otsu_thresholds(
-    array: npt.ArrayLike, padding: BoolArray | None = None, samples: int = _OTSU_SAMPLES_PER_SLICE
-) -> npt.NDArray[np.float64]:
-    """Per-slice Otsu threshold of the anatomy (padding excluded).
-
-    The histograms of all slices are built in one ``bincount`` over a regular subsample
-    (about ``samples`` pixels per slice: a 512 x 512 slice is sampled every 4th pixel in
-    each direction), with 4 HU bins over a fixed range; scikit-image's Otsu then
-    runs on each slice's histogram. A slice with fewer than two distinct levels gets
-    -inf (no dark pixels), so a blank slice is not an error.
-    """
-    vol = as_stack(array)
-    z, h, w = vol.shape
-    step = max(1, int(np.sqrt(h * w / max(samples, 1))))
-    sub = vol[:, ::step, ::step]
-    valid = np.ones(sub.shape, dtype=bool)
-    if padding is not None:
-        valid = ~np.asarray(padding, dtype=bool).reshape(vol.shape)[:, ::step, ::step]
-    out = np.full(z, -np.inf)
-    if not valid.any():
-        return out
-    # A fixed HU grid (not the stack's own range) keeps each slice's threshold independent
-    # of which other slices are processed with it: a one-slice live preview and a
-    # whole-volume run give the same masks.
-    lo, width = _OTSU_LOW_HU, (_OTSU_HIGH_HU - _OTSU_LOW_HU) / _OTSU_BINS
-    idx = np.clip(((sub - lo) / width).astype(np.int64), 0, _OTSU_BINS - 1)
-    idx += np.arange(z, dtype=np.int64)[:, None, None] * _OTSU_BINS
-    counts = np.bincount(idx[valid], minlength=z * _OTSU_BINS).reshape(z, _OTSU_BINS)
-    centres = lo + (np.arange(_OTSU_BINS) + 0.5) * width
-    for k in range(z):
-        used = np.flatnonzero(counts[k])
-        if used.size < 2:
-            continue
-        first, last = used[0], used[-1] + 1
-        out[k] = float(threshold_otsu(hist=(counts[k, first:last], centres[first:last])))
-    return out
-
-
-def dark_mask(
-    array: npt.ArrayLike, padding: BoolArray | None = None, options: MaskOptions | None = None
-) -> DarkMask:
-    """``dark(I)``: at or below the Otsu threshold (or the override), then one opening.
-
-    The erosion treats the outside of the image as dark so that air reaching the border,
-    and pixel (0, 0) in particular, survives the opening; the reference flood fill and
-    the corner fill both start there.
-    """
-    opts = options or MaskOptions()
-    vol = as_stack(array)
-    pad = _padding(vol, padding)
-    if opts.threshold_hu is not None:
-        thresholds = np.full(vol.shape[0], float(opts.threshold_hu))
-    else:
-        thresholds = otsu_thresholds(vol, pad)
-    dark = vol <= thresholds.astype(np.float32)[:, None, None]
-    if pad is not None:
-        dark |= pad
-    r = int(opts.opening_radius)
-    if r > 0:
-        footprint = disk(r).astype(bool)[np.newaxis]
-        dark = ndimage.binary_erosion(dark, footprint, border_value=1)
-        dark = ndimage.binary_dilation(dark, footprint)
-        if pad is not None:
-            dark |= pad
-    return DarkMask(mask=np.asarray(dark, dtype=bool), thresholds=thresholds)
-
-
-def _padding(vol: FloatArray, padding: BoolArray | None) -> BoolArray | None:
+def _padding_stack(vol: FloatArray, padding: npt.ArrayLike | None) -> BoolArray | None:
     if padding is None:
         return None
     pad = np.asarray(padding, dtype=bool)
@@ -218,117 +173,127 @@ def _padding(vol: FloatArray, padding: BoolArray | None) -> BoolArray | None:
         pad = pad[np.newaxis]
     if pad.shape != vol.shape:
         raise InputError(f"padding mask shape {pad.shape} does not match the image {vol.shape}")
-    return pad if pad.any() else None
+    return pad
 
 
-def _label_first(labels: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
-    """First label of each slice; labels never cross slices, so they are numbered by slice."""
-    last = labels.reshape(labels.shape[0], -1).max(axis=1).astype(np.int64)
-    return np.concatenate([[1], np.maximum.accumulate(last)[:-1] + 1])
+def otsu_thresholds(
+    array: npt.ArrayLike, padding: BoolArray | None = None, samples: int = 16384
+) -> npt.NDArray[np.float64]:
+    """Per-slice Otsu threshold of the anatomy of a slice or stack (see :func:`block_otsu`)."""
+    vol = as_stack(array)
+    pad = _padding_stack(vol, padding)
+    out = np.empty(vol.shape[0], dtype=np.float64)
+
+    def work(a: int, b: int) -> None:
+        out[a:b] = block_otsu(vol[a:b], None if pad is None else pad[a:b], samples)
+
+    _run_blocks(vol.shape[0], work)
+    return out
 
 
-def coarse_body(bright: BoolArray) -> BoolArray:
-    """The body on a coarse grid: largest bright component per slice, holes filled.
+def _blocks(z: int) -> list[tuple[int, int]]:
+    """Slice ranges of at most ``_MAX_BLOCK``, at least two per worker when there are enough."""
+    size = max(1, min(_MAX_BLOCK, -(-z // (2 * worker_count()))))
+    return [(k, min(z, k + size)) for k in range(0, z, size)]
 
-    The grid takes the centre pixel of each ``f x f`` block (``f`` so that it is about
-    128 pixels wide). Only the body's extent is needed, to tell air
-    inside it (lungs, airways) from air outside it (under the table, beyond the field of
-    view), and the coarse grid makes the two labellings 16 times cheaper at 512 pixels.
-    """
-    z, h, w = bright.shape
-    f = max(1, min(h, w) // _COARSE_PIXELS)
-    hc, wc = h // f, w // f
-    coarse = bright[:, f // 2 : hc * f : f, f // 2 : wc * f : f] if f > 1 else bright
-    labels, count = ndimage.label(coarse, _slice_structure(8))
-    body = np.zeros_like(coarse)
-    if count:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        first = _label_first(labels)
-        for k in range(z):
-            stop = int(first[k + 1]) if k + 1 < z else count + 1
-            if stop > first[k]:
-                body[k] = labels[k] == first[k] + int(np.argmax(sizes[first[k] : stop]))
-    outside, _ = ndimage.label(~body, _slice_structure(4))
-    edge = np.unique(
-        np.concatenate(
-            [
-                outside[:, 0].ravel(),
-                outside[:, -1].ravel(),
-                outside[:, :, 0].ravel(),
-                outside[:, :, -1].ravel(),
-            ]
+
+def _check_finite_block(vol: FloatArray, what: str, first: int) -> None:
+    if not np.isfinite(vol).all():
+        for k in range(vol.shape[0]):
+            check_finite(vol[k], what, first + k)
+
+
+def _block_padding(
+    vol: FloatArray, pad: BoolArray | None, first: int, detect: bool
+) -> BoolArray | None:
+    """The block's padding: given (a slice of ``pad``), detected, or None when it has none."""
+    if pad is not None:
+        block = pad[first : first + vol.shape[0]]
+        return block if block.any() else None
+    if not detect:
+        return None
+    found = [slice_padding(sl) for sl in vol]
+    if all(f is None for f in found):
+        return None
+    out = np.zeros(vol.shape, dtype=bool)
+    for k, f in enumerate(found):
+        if f is not None:
+            out[k] = f
+    return out
+
+
+class _RegionStacks:
+    """Preallocated stacks one image's regions are written into, block by block."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.dark = np.empty(shape, dtype=bool)
+        self.background = np.empty(shape, dtype=bool)
+        self.thresholds = np.empty(shape[0], dtype=np.float64)
+
+    def compute(
+        self, vol: FloatArray, pad: BoolArray | None, first: int, opts: MaskOptions, ops: BinaryOps
+    ) -> tuple[BoolArray, BoolArray]:
+        """Fill slices ``first``... from a block; returns the block's lung and body."""
+        end = first + vol.shape[0]
+        self.thresholds[first:end], lung, body = block_regions(
+            vol, pad, opts, ops, self.dark[first:end], self.background[first:end]
         )
-    )
-    holes = (outside > 0) & ~np.isin(outside, edge)
-    body |= holes
-    return np.asarray(body)
+        return lung, body
+
+    def result(self) -> ImageRegions:
+        return ImageRegions(dark=DarkMask(self.dark, self.thresholds), background=self.background)
+
+
+def _run_blocks(z: int, work: Callable[[int, int], None]) -> None:
+    spans = _blocks(z)
+    map_slices(lambda i: work(*spans[i]), len(spans))
+
+
+def dark_mask(
+    array: npt.ArrayLike,
+    padding: BoolArray | None = None,
+    options: MaskOptions | None = None,
+    mask_backend: str | None = None,
+) -> DarkMask:
+    """``dark(I)`` for every slice: at or below the Otsu threshold (or the override),
+    then one opening."""
+    opts = options or MaskOptions()
+    ops = backend(mask_backend)
+    vol = as_stack(array)
+    pad = _padding_stack(vol, padding)
+    mask = np.empty(vol.shape, dtype=bool)
+    thresholds = np.empty(vol.shape[0], dtype=np.float64)
+
+    def work(a: int, b: int) -> None:
+        _check_finite_block(vol[a:b], "image", a)
+        block, thresholds[a:b] = block_dark(
+            vol[a:b], _block_padding(vol[a:b], pad, a, False), opts, ops
+        )
+        mask[a:b] = block.slices
+
+    _run_blocks(vol.shape[0], work)
+    return DarkMask(mask=mask, thresholds=thresholds)
 
 
 def image_regions(
-    array: npt.ArrayLike, padding: BoolArray | None = None, options: MaskOptions | None = None
+    array: npt.ArrayLike,
+    padding: BoolArray | None = None,
+    options: MaskOptions | None = None,
+    mask_backend: str | None = None,
 ) -> ImageRegions:
-    """Dark, background and body of one image (the paper's per-image background removal).
-
-    Background = padding plus the dark components that hold an image corner; with the
-    default ``outside-body`` rule also those touching the image border or lying mostly
-    outside the body (air under the table, air separated by the field-of-view circle).
-    """
+    """Dark, background and body of one image (the paper's per-image background removal)."""
     opts = options or MaskOptions()
+    ops = backend(mask_backend)
     vol = as_stack(array)
-    pad = _padding(vol, padding)
-    dark = dark_mask(vol, pad, opts)
-    labels, count = ndimage.label(dark.mask, _slice_structure(opts.connectivity))
-    is_bg = np.zeros(count + 1, dtype=bool)
-    is_bg[labels[:, [0, 0, -1, -1], [0, -1, 0, -1]].ravel()] = True
-    bright = ~dark.mask
-    body_c = coarse_body(bright)
-    if opts.background_rule == "outside-body":
-        edges = [
-            labels[:, 0].ravel(),
-            labels[:, -1].ravel(),
-            labels[:, :, 0].ravel(),
-            labels[:, :, -1].ravel(),
-        ]
-        is_bg[np.concatenate(edges)] = True
-        is_bg |= _mostly_outside(labels, count, body_c)
-    is_bg[0] = False
-    background = is_bg[labels]
-    if pad is not None:
-        background |= pad
-    body = _full_body(bright, body_c, dark.mask & ~background)
-    return ImageRegions(dark=dark, background=background, body=body)
+    pad = _padding_stack(vol, padding)
+    out = _RegionStacks(vol.shape)
 
+    def work(a: int, b: int) -> None:
+        _check_finite_block(vol[a:b], "image", a)
+        out.compute(vol[a:b], _block_padding(vol[a:b], pad, a, False), a, opts, ops)
 
-def _mostly_outside(labels: npt.NDArray[np.int32], count: int, body_c: BoolArray) -> BoolArray:
-    """Components whose sampled pixels lie mostly outside the coarse body.
-
-    One pixel per coarse block (its centre) is sampled; components too small to be
-    sampled are left as they are (enclosed air pockets too small to matter here).
-    """
-    _, h, w = labels.shape
-    f = h // body_c.shape[1]
-    g = w // body_c.shape[2]
-    sampled = labels[:, f // 2 :: f, g // 2 :: g][:, : body_c.shape[1], : body_c.shape[2]]
-    total = np.bincount(sampled.ravel(), minlength=count + 1)
-    inside = np.bincount(sampled[body_c], minlength=count + 1)
-    return np.asarray((total > 0) & (2 * inside < total))
-
-
-def _full_body(bright: BoolArray, body_c: BoolArray, lung: BoolArray) -> BoolArray:
-    """Full-resolution body: bright pixels near the coarse body, plus the lungs."""
-    z, h, w = bright.shape
-    f = h // body_c.shape[1]
-    g = w // body_c.shape[2]
-    if f > 1 or g > 1:
-        grown = ndimage.binary_dilation(body_c, _slice_structure(8))
-        up = np.zeros((z, h, w), dtype=bool)
-        up[:, : body_c.shape[1] * f, : body_c.shape[2] * g] = grown.repeat(f, axis=1).repeat(
-            g, axis=2
-        )
-    else:
-        up = body_c
-    return np.asarray((bright & up) | lung)
+    _run_blocks(vol.shape[0], work)
+    return out.result()
 
 
 def purification_masks(
@@ -338,32 +303,55 @@ def purification_masks(
     padding_u: BoolArray | None = None,
     padding_n: BoolArray | None = None,
     detect: bool = True,
+    mask_backend: str | None = None,
 ) -> MaskSet:
     """All masks for the pair (U, N): ``common``, ``L``, background and body.
 
-    ``U`` and ``N`` must be on the same grid. Padding is detected on each image unless
+    ``U`` and ``N`` must be on the same grid. Padding is detected on each slice unless
     given (``detect=False`` skips detection when the caller knows there is none).
+    ``mask_backend`` picks the binary operations (``"opencv"``, ``"scipy"``; default:
+    OpenCV when installed); the masks are the same either way.
     """
     opts = options or MaskOptions()
+    ops = backend(mask_backend)
     uu, nn = as_stack(u, "U (low-dose image)"), as_stack(n, "N (normal-dose image)")
     if uu.shape != nn.shape:
         raise InputError(f"U and N differ in shape: {uu.shape} vs {nn.shape}")
-    if padding_u is None and detect:
-        padding_u = detect_padding(uu).mask
-    if padding_n is None and detect:
-        padding_n = detect_padding(nn).mask
-    ru, rn = image_regions(uu, padding_u, opts), image_regions(nn, padding_n, opts)
-    common = ru.dark.mask | rn.dark.mask
-    if opts.variant == "paper":
-        lung = ru.lung | rn.lung
-        background = ru.background & rn.background
-        body = ru.body | rn.body
-    else:
-        labels, _ = ndimage.label(common, _slice_structure(opts.connectivity))
-        seed = labels[:, 0, 0]
-        background = (labels == seed[:, None, None]) & (seed > 0)[:, None, None]
-        lung = common & ~background
-        body = (ru.body | rn.body | lung) & ~background
+    pad_u, pad_n = _padding_stack(uu, padding_u), _padding_stack(nn, padding_n)
+    ru, rn = _RegionStacks(uu.shape), _RegionStacks(uu.shape)
+    lung = np.empty(uu.shape, dtype=bool)
+    body = np.empty(uu.shape, dtype=bool)
+    removed = np.empty(uu.shape, dtype=bool) if opts.variant == "reference" else None
+
+    def work(a: int, b: int) -> None:
+        (lung_u, body_u), (lung_n, body_n) = (
+            _image_block(vol, pad, what, out, a, b)
+            for vol, pad, what, out in ((uu, pad_u, "U", ru), (nn, pad_n, "N", rn))
+        )
+        if removed is None:
+            np.logical_or(lung_u, lung_n, out=lung[a:b])
+            np.logical_or(body_u, body_n, out=body[a:b])
+            return
+        # The published script: one flood fill of common(U, N) from pixel (0, 0).
+        block = SliceBlock(b - a, uu.shape[1], uu.shape[2])
+        common = block.slices
+        np.logical_or(ru.dark[a:b], rn.dark[a:b], out=common)
+        zs = np.flatnonzero(common[:, 0, 0])
+        rows = zs * (block.h + block.gap)
+        tall_labels, _ = ops.seeded(block.image, rows, np.zeros_like(rows), opts.connectivity)
+        gone = removed[a:b]
+        np.greater(block.adopt(tall_labels), 0, out=gone)
+        np.logical_and(common, ~gone, out=lung[a:b])
+        body[a:b] = (body_u | body_n | lung[a:b]) & ~gone
+
+    def _image_block(
+        vol: FloatArray, pad: BoolArray | None, what: str, out: _RegionStacks, a: int, b: int
+    ) -> tuple[BoolArray, BoolArray]:
+        _check_finite_block(vol[a:b], what, a)
+        found = _block_padding(vol[a:b], pad, a, detect)
+        return out.compute(vol[a:b], found, a, opts, ops)
+
+    _run_blocks(uu.shape[0], work)
     return MaskSet(
-        options=opts, u=ru, n=rn, common=common, lung=lung, background=background, body=body
+        options=opts, u=ru.result(), n=rn.result(), lung=lung, body=body, removed=removed
     )

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
+from ipv2.binary_ops import default_ops
 from ipv2.errors import InputError
+from ipv2.parallel import map_slices
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -46,7 +47,7 @@ class PaddingReport:
 
 
 def detect_padding(array: npt.ArrayLike) -> PaddingReport:
-    """Find border-connected constant regions at or below air.
+    """Find border-connected constant regions at or below air, slice by slice.
 
     Candidates are the slice minimum and the known padding values (at most -1000 HU). A
     candidate counts when the pixels holding exactly that value include a connected
@@ -60,17 +61,34 @@ def detect_padding(array: npt.ArrayLike) -> PaddingReport:
     if vol.ndim != 3:
         raise InputError(f"padding detection needs a 2D slice or a 3D volume, got {vol.shape}")
     mask = np.zeros(vol.shape, dtype=bool)
-    values: list[float | None] = []
-    min_pixels = max(16, int(_MIN_REGION_FRACTION * vol.shape[1] * vol.shape[2]))
-    for k, sl in enumerate(vol):
-        found: float | None = None
-        for value in _candidates(sl):
-            region = _border_region(sl == value, min_pixels)
-            if region is not None:
-                mask[k] |= region
-                found = value if found is None else min(found, value)
-        values.append(found)
-    return PaddingReport(mask=mask, values=tuple(values))
+
+    def one(k: int) -> float | None:
+        found, value = _find_padding(vol[k])
+        if found is not None:
+            mask[k] = found
+        return value
+
+    return PaddingReport(mask=mask, values=tuple(map_slices(one, vol.shape[0])))
+
+
+def slice_padding(sl: npt.NDArray[np.float32]) -> BoolArray | None:
+    """The padding of one slice (as :func:`detect_padding`), or None when it has none."""
+    return _find_padding(sl)[0]
+
+
+def _find_padding(sl: npt.NDArray[np.float32]) -> tuple[BoolArray | None, float | None]:
+    min_pixels = max(16, int(_MIN_REGION_FRACTION * sl.shape[0] * sl.shape[1]))
+    mask: BoolArray | None = None
+    found: float | None = None
+    edges = np.concatenate([sl[0], sl[-1], sl[:, 0], sl[:, -1]])
+    for value in _candidates(sl):
+        if not (edges == value).any():
+            continue  # padding always reaches the border; nothing to label
+        region = _border_region(sl == value, min_pixels)
+        if region is not None:
+            mask = region if mask is None else mask | region
+            found = value if found is None else min(found, value)
+    return mask, found
 
 
 def _candidates(sl: npt.NDArray[np.float32]) -> list[float]:
@@ -85,14 +103,14 @@ def _border_region(candidate: BoolArray, min_pixels: int) -> BoolArray | None:
     """Large connected parts of ``candidate`` that touch the slice border, if any."""
     if int(candidate.sum()) < min_pixels:
         return None
-    labels, _ = ndimage.label(candidate)
+    ops = default_ops()
+    labels, _ = ops.label(candidate, 4)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]
-    if border.size == 0:
-        return None
-    sizes = ndimage.sum_labels(candidate, labels, border)
-    keep = border[sizes >= min_pixels]
-    return np.isin(labels, keep) if keep.size else None
+    sizes = np.bincount(labels.ravel())
+    keep = np.zeros(sizes.size, dtype=bool)
+    keep[border] = sizes[border] >= min_pixels
+    return ops.select(keep, labels) if keep.any() else None
 
 
 def check_ct_range(

@@ -30,6 +30,7 @@ from scipy import ndimage
 from ipv2.errors import InputError
 from ipv2.masks import MaskOptions, MaskSet, purification_masks
 from ipv2.padding import detect_padding
+from ipv2.parallel import map_slices
 from ipv2.volume import Volume
 
 FloatArray = npt.NDArray[np.float32]
@@ -46,7 +47,7 @@ def blend(a: npt.ArrayLike, b: npt.ArrayLike, weight: npt.ArrayLike) -> FloatArr
     """``(1 - w) * a + w * b`` in float32, exact at w = 0 and w = 1, never outside [a, b].
 
     A boolean weight selects pixels (no arithmetic at all); a float weight must lie in
-    [0, 1].
+    [0, 1]. Stacks are blended slice by slice on the thread pool.
     """
     aa = np.asarray(a, dtype=np.float32)
     bb = np.asarray(b, dtype=np.float32)
@@ -58,13 +59,26 @@ def blend(a: npt.ArrayLike, b: npt.ArrayLike, weight: npt.ArrayLike) -> FloatArr
             w = np.broadcast_to(w, aa.shape)
         else:
             raise InputError(f"blend weight shape {w.shape} does not match the images {aa.shape}")
+    if w.dtype != np.bool_:
+        w = w.astype(np.float32, copy=False)
+        if not np.isfinite(w).all() or w.min(initial=0.0) < 0.0 or w.max(initial=0.0) > 1.0:
+            raise InputError("blend weights must lie in [0, 1]")
+    out = np.empty(aa.shape, dtype=np.float32)
+    if aa.ndim == 3:
+        map_slices(lambda k: _blend_into(out[k], aa[k], bb[k], w[k]), aa.shape[0])
+    else:
+        _blend_into(out, aa, bb, w)
+    return out
+
+
+def _blend_into(out: FloatArray, a: FloatArray, b: FloatArray, w: Weight) -> None:
     if w.dtype == np.bool_:
-        return np.where(w, bb, aa).astype(np.float32, copy=False)
+        np.copyto(out, a)
+        np.copyto(out, b, where=w)
+        return
     wf = w.astype(np.float32, copy=False)
-    if not np.isfinite(wf).all() or wf.min(initial=0.0) < 0.0 or wf.max(initial=0.0) > 1.0:
-        raise InputError("blend weights must lie in [0, 1]")
-    out = (np.float32(1.0) - wf) * aa + wf * bb
-    return np.clip(out, np.minimum(aa, bb), np.maximum(aa, bb)).astype(np.float32, copy=False)
+    mixed = (np.float32(1.0) - wf) * a + wf * b
+    np.clip(mixed, np.minimum(a, b), np.maximum(a, b), out=out)
 
 
 def texture_mix(u: npt.ArrayLike, n: npt.ArrayLike, t: float) -> FloatArray:

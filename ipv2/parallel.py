@@ -1,0 +1,65 @@
+"""Slice-parallel work on a shared thread pool.
+
+Purification treats axial slices (or blocks of them) independently, and the libraries it calls (numpy,
+OpenCV, scipy.ndimage) release the GIL inside their loops, so threads use every core
+without copying volumes into worker processes. ``IPV2_THREADS`` caps the pool (1 turns it
+off); by default it uses the cores this process may run on. A task that itself calls
+:func:`map_slices` runs its inner loop serially instead of waiting on its own pool.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_inside = threading.local()
+
+
+def worker_count() -> int:
+    """``IPV2_THREADS`` if set (at least 1), else the number of usable cores."""
+    env = os.environ.get("IPV2_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError as exc:
+            raise ValueError(f"IPV2_THREADS must be a whole number, got {env!r}") from exc
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _shared_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="ipv2-slices")
+            _pool_size = workers
+        return _pool
+
+
+def _run_marked(fn: Callable[[int], T], k: int) -> T:
+    _inside.active = True
+    try:
+        return fn(k)
+    finally:
+        _inside.active = False
+
+
+def map_slices(fn: Callable[[int], T], count: int) -> list[T]:
+    """``[fn(0), ..., fn(count - 1)]``, run on the pool; the first error is raised."""
+    workers = worker_count()
+    if workers <= 1 or count <= 1 or getattr(_inside, "active", False):
+        return [fn(k) for k in range(count)]
+    pool = _shared_pool(workers)
+    return list(pool.map(lambda k: _run_marked(fn, k), range(count)))
