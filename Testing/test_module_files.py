@@ -115,7 +115,7 @@ def test_icons_are_128_pixels() -> None:
 
 
 def test_module_files_import_nothing_slicer_lacks_before_first_use() -> None:
-    """The panels must load (and ask before installing) without scipy, skimage or torch."""
+    """The panels must load (and ask before installing) without scipy, skimage, OpenCV or torch."""
     import subprocess
     import sys
 
@@ -131,7 +131,7 @@ def test_module_files_import_nothing_slicer_lacks_before_first_use() -> None:
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in sorted(modules))
-        + "heavy = [m for m in ('scipy', 'skimage', 'torch', 'safetensors', 'tqdm', 'PIL') "
+        + "heavy = [m for m in ('scipy', 'skimage', 'cv2', 'torch', 'safetensors', 'tqdm', 'PIL') "
         "if m in sys.modules]\nprint(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

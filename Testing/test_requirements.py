@@ -36,6 +36,14 @@ def test_absent_and_too_old_packages_are_missing() -> None:
     assert [r.name for r in found] == ["scipy", "safetensors"]
 
 
+def test_another_opencv_distribution_satisfies_the_requirement() -> None:
+    """An OpenCV another extension installed is used, not overwritten by a second copy."""
+    opencv = next(r for r in ENGINE_REQUIREMENTS if r.name == "opencv-python-headless")
+    assert missing([opencv], _lookup({"opencv-contrib-python": "4.10.0.84"})) == []
+    assert missing([opencv], _lookup({"opencv-python": "4.5.1"})) == [opencv]  # too old
+    assert missing([opencv], _lookup({})) == [opencv]
+
+
 def test_prerelease_and_local_versions_compare_sanely() -> None:
     reqs = [Requirement("scipy", "1.10")]
     assert missing(reqs, _lookup({"scipy": "1.10.0rc1"})) == []

@@ -20,10 +20,16 @@ TORCH_SPEC = ">=2.1,<3"
 
 @dataclass(frozen=True)
 class Requirement:
-    """A distribution the engine needs, with its minimum version."""
+    """A distribution the engine needs, with its minimum version.
+
+    ``alternatives`` are other distributions of the same import (OpenCV ships as four):
+    any of them at the minimum version satisfies the requirement, so an OpenCV that
+    another Slicer extension installed is used instead of being overwritten.
+    """
 
     name: str
     minimum: str
+    alternatives: tuple[str, ...] = ()
 
     @property
     def pip(self) -> str:
@@ -34,6 +40,11 @@ class Requirement:
 ENGINE_REQUIREMENTS = (
     Requirement("scipy", "1.10"),
     Requirement("scikit-image", "0.21"),
+    Requirement(
+        "opencv-python-headless",
+        "4.8",
+        alternatives=("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    ),
     Requirement("safetensors", "0.4"),
     Requirement("tqdm", "4.60"),
     Requirement("pillow", "9"),
@@ -68,8 +79,8 @@ def missing(
     """Requirements that are absent or older than their minimum."""
     out = []
     for req in requirements:
-        have = _installed(req.name, version_of)
-        if have is None or _as_tuple(have) < _as_tuple(req.minimum):
+        versions = (_installed(name, version_of) for name in (req.name, *req.alternatives))
+        if not any(v is not None and _as_tuple(v) >= _as_tuple(req.minimum) for v in versions):
             out.append(req)
     return out
 
