@@ -145,7 +145,8 @@ def test_build_dataset_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.slow
-def test_bench_purify_runs(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("backend", ["opencv", "scipy"])
+def test_bench_purify_runs(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = [
         "bench",
         "--events",
@@ -157,11 +158,14 @@ def test_bench_purify_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "8",
         "--repeats",
         "1",
+        "--backend",
+        backend,
     ]
     assert main(args) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     done = next(e for e in events if e["event"] == "done")
     assert done["volume_ms_per_slice"] > 0 and done["single_slice_ms"] > 0
+    assert done["backend"] == backend and done["threads"] >= 1
 
 
 def test_purify_applies_a_weak_denoiser_checkpoint(
