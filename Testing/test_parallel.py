@@ -3,7 +3,10 @@ that do not depend on how many threads made them."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,6 +52,26 @@ def test_nested_maps_do_not_wait_on_their_own_pool(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("IPV2_THREADS", "2")
     out = map_slices(lambda k: sum(map_slices(lambda j: j + k, 4)), 6)
     assert out == [6 + 4 * k for k in range(6)]
+
+
+def _square_sum_in_child(queue: Any) -> None:
+    queue.put(sum(map_slices(lambda k: k * k, 10)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+def test_a_forked_child_gets_a_pool_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's pool threads do not exist after fork; the child must not wait on them."""
+    monkeypatch.setenv("IPV2_THREADS", "2")
+    assert map_slices(lambda k: k, 4) == [0, 1, 2, 3]  # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_square_sum_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the forked child hung or failed"
+    assert queue.get(timeout=5) == sum(k * k for k in range(10))
 
 
 def test_bad_thread_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

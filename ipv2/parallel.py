@@ -4,7 +4,9 @@ Purification treats axial slices (or blocks of them) independently, and the libr
 OpenCV, scipy.ndimage) release the GIL inside their loops, so threads use every core
 without copying volumes into worker processes. ``IPV2_THREADS`` caps the pool (1 turns it
 off); by default it uses the cores this process may run on. A task that itself calls
-:func:`map_slices` runs its inner loop serially instead of waiting on its own pool.
+:func:`map_slices` runs its inner loop serially instead of waiting on its own pool. A
+forked child (a DataLoader worker, say) starts a pool of its own, since the parent's
+threads do not exist in it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
 _inside = threading.local()
+
+
+def _forget_pool_after_fork() -> None:
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def worker_count() -> int:
