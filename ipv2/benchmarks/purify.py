@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             name, round(value, 3), size=args.size, slices=args.slices, backend=ops, threads=threads
         )
     reporter.log(
-        f"masks + fusion ({args.variant}, {ops}, {threads} threads): "
+        f"masks + fusion ({args.variant}, {ops}, {threads} thread{'s' if threads > 1 else ''}): "
         f"{figures['single_slice_ms']:.2f} ms for one {args.size}x{args.size} "
         f"slice, {figures['volume_ms_per_slice']:.2f} ms per slice over {args.slices} slices "
         f"(dark {figures['dark_ms_per_slice']:.2f}, all masks {figures['masks_ms_per_slice']:.2f}, "
