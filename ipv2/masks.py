@@ -275,27 +275,6 @@ def dark_mask(
     return DarkMask(mask=mask, thresholds=thresholds)
 
 
-def image_regions(
-    array: npt.ArrayLike,
-    padding: BoolArray | None = None,
-    options: MaskOptions | None = None,
-    mask_backend: str | None = None,
-) -> ImageRegions:
-    """Dark, background and body of one image (the paper's per-image background removal)."""
-    opts = options or MaskOptions()
-    ops = backend(mask_backend)
-    vol = as_stack(array)
-    pad = _padding_stack(vol, padding)
-    out = _RegionStacks(vol.shape)
-
-    def work(a: int, b: int) -> None:
-        _check_finite_block(vol[a:b], "image", a)
-        out.compute(vol[a:b], _block_padding(vol[a:b], pad, a, False), a, opts, ops)
-
-    _run_blocks(vol.shape[0], work)
-    return out.result()
-
-
 def purification_masks(
     u: npt.ArrayLike,
     n: npt.ArrayLike,
