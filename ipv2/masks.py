@@ -304,7 +304,7 @@ def purification_masks(
 
     def work(a: int, b: int) -> None:
         (lung_u, body_u), (lung_n, body_n) = (
-            _image_block(vol, pad, what, out, a, b)
+            one_image(vol, pad, what, out, a, b)
             for vol, pad, what, out in ((uu, pad_u, "U", ru), (nn, pad_n, "N", rn))
         )
         if removed is None:
@@ -323,7 +323,7 @@ def purification_masks(
         np.logical_and(common, ~gone, out=lung[a:b])
         body[a:b] = (body_u | body_n | lung[a:b]) & ~gone
 
-    def _image_block(
+    def one_image(
         vol: FloatArray, pad: BoolArray | None, what: str, out: _RegionStacks, a: int, b: int
     ) -> tuple[BoolArray, BoolArray]:
         _check_finite_block(vol[a:b], what, a)
