@@ -131,6 +131,29 @@ def test_body_touching_edge_and_no_lung_slices() -> None:
     assert not m.lung[1].any() and not m.lung[2].any()
 
 
+def test_equally_large_bright_regions_keep_the_first_as_body() -> None:
+    """A tie for largest bright component keeps the first in raster order (the left one)."""
+    img = np.full((1, 9, 17), -1000.0, np.float32)
+    img[0, 1:8, 1:8] = 50.0
+    img[0, 1:8, 9:16] = 50.0
+    img[0, 3:6, 3:6] = -1000.0  # a hole in each square
+    img[0, 3:6, 11:14] = -1000.0
+    opts = MaskOptions(threshold_hu=-500.0, opening_radius=0)
+    for backend in ("opencv", "scipy"):
+        m = purification_masks(img, img, opts, detect=False, mask_backend=backend)
+        left_hole = np.zeros(img.shape, bool)
+        left_hole[0, 3:6, 3:6] = True
+        np.testing.assert_array_equal(m.lung, left_hole)
+        assert m.body[0, 1:8, 1:8].all() and not m.body[0, 1:8, 9:16].any()
+
+
+def test_connectivity_given_as_a_float_still_works() -> None:
+    opts = MaskOptions(connectivity=8.0, opening_radius=1.0)  # type: ignore[arg-type]
+    assert opts.connectivity == 8 and isinstance(opts.connectivity, int)
+    img = synthetic_chest()
+    assert purification_masks(img, img, opts, detect=False).lung.any()
+
+
 def test_threshold_override_and_opening() -> None:
     img = synthetic_chest(table=False)
     img[20:22, 48] = -1000.0  # a single dark pixel inside the body: removed by the opening
@@ -155,6 +178,8 @@ def test_bad_input_is_refused() -> None:
         purification_masks(img, img[:-1])
     with pytest.raises(InputError):
         MaskOptions(connectivity=6)
+    with pytest.raises(InputError, match="slice 3"):
+        otsu_thresholds(np.stack([img, img, img, bad]))
 
 
 @pytest.mark.realdata

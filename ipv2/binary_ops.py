@@ -63,7 +63,10 @@ class BinaryOps(Protocol):
         ...
 
     def select(self, table: BoolArray, labels: LabelArray) -> BoolArray:
-        """``table[labels]``: the pixels of the components flagged in ``table``."""
+        """``table[labels]``: the pixels of the components flagged in ``table``.
+
+        ``table`` must hold an entry for every label (count + 1 of them).
+        """
         ...
 
 

@@ -112,7 +112,8 @@ def coarse_bodies(coarse_dark: BoolArray, ops: BinaryOps) -> SliceBlock:
     128 pixels wide). Only the body's extent is needed, to tell air inside it (lungs,
     airways) from air outside it (under the table, beyond the field of view), and the
     coarse grid makes its labelling 16 times cheaper at 512 pixels. If several
-    components tie for largest, all are kept, so the result never depends on label order.
+    components tie for largest, the one met first in raster order is kept, whatever
+    order the labelling numbered them in.
     """
     k, hc, wc = coarse_dark.shape
     block = SliceBlock(k, hc, wc)
@@ -125,10 +126,32 @@ def coarse_bodies(coarse_dark: BoolArray, ops: BinaryOps) -> SliceBlock:
     largest = np.zeros(k, dtype=sizes.dtype)
     np.maximum.at(largest, slice_of, sizes)
     keep = (sizes > 0) & (sizes == largest[slice_of])
+    if np.count_nonzero(keep) > np.count_nonzero(largest):  # a slice has a tie
+        keep = _first_of_ties(keep, slice_of, tall)
     body = SliceBlock.like(block, ops.select(keep, tall))
     # Unset spacer rows make each slice's top and bottom rows border for the fill, as
     # they are in the slice alone.
     return SliceBlock.like(block, ops.fill_holes(body.image))
+
+
+def _first_of_ties(
+    keep: BoolArray, slice_of: npt.NDArray[np.intp], tall: npt.NDArray[np.integer]
+) -> BoolArray:
+    """Of each slice's flagged components, only the one whose first pixel comes first.
+
+    The tall image holds the slices in order, so its raster order is each slice's.
+    Ties are rare outside tiny images, so a scan per tied component costs nothing.
+    """
+    flat = tall.ravel()
+    best: dict[int, tuple[int, int]] = {}
+    for label in np.flatnonzero(keep).tolist():
+        start = int(np.argmax(flat == label))
+        z = int(slice_of[label])
+        if z not in best or start < best[z][0]:
+            best[z] = (start, label)
+    out = np.zeros_like(keep)
+    out[[label for _, label in best.values()]] = True
+    return out
 
 
 def _coarse_grid(h: int, w: int) -> tuple[int, int, int]:

@@ -16,8 +16,8 @@ one, which is what the Slicer preview calls on every slider move.
   fill). By default also every dark component that touches the image border or lies
   outside the body (air under the table, air cut off by the field-of-view circle), which
   the corner fill alone leaves inside ``L``. The body is the largest bright component
-  (all of them if several tie) with its holes filled, found on a coarse grid because
-  only its extent is needed.
+  (the first in raster order if several tie) with its holes filled, found on a coarse
+  grid because only its extent is needed.
 - ``L``: ``paper`` variant (default) = ``dark(U) - bg(U)`` OR ``dark(N) - bg(N)``;
   ``reference`` variant = the authors' script: ``dark(U) | dark(N)`` minus one flood fill
   from pixel (0, 0), which removes nothing when that pixel is bright.
@@ -71,6 +71,9 @@ class MaskOptions:
             raise InputError(f"connectivity must be 4 or 8, got {self.connectivity}")
         if not 0 <= int(self.opening_radius) <= 10:
             raise InputError(f"opening radius must be 0..10 pixels, got {self.opening_radius}")
+        # 8.0 or numpy integers pass the checks above; OpenCV wants plain ints.
+        object.__setattr__(self, "connectivity", int(self.connectivity))
+        object.__setattr__(self, "opening_radius", int(self.opening_radius))
         if self.threshold_hu is not None and not np.isfinite(self.threshold_hu):
             raise InputError(f"threshold must be a finite HU value, got {self.threshold_hu}")
 
@@ -185,6 +188,7 @@ def otsu_thresholds(
     out = np.empty(vol.shape[0], dtype=np.float64)
 
     def work(a: int, b: int) -> None:
+        _check_finite_block(vol[a:b], "image", a)
         out[a:b] = block_otsu(vol[a:b], None if pad is None else pad[a:b], samples)
 
     _run_blocks(vol.shape[0], work)
@@ -204,7 +208,7 @@ def _check_finite_block(vol: FloatArray, what: str, first: int) -> None:
 
 
 def _block_padding(
-    vol: FloatArray, pad: BoolArray | None, first: int, detect: bool
+    vol: FloatArray, pad: BoolArray | None, first: int, detect: bool, ops: BinaryOps
 ) -> BoolArray | None:
     """The block's padding: given (a slice of ``pad``), detected, or None when it has none."""
     if pad is not None:
@@ -212,7 +216,7 @@ def _block_padding(
         return block if block.any() else None
     if not detect:
         return None
-    found = [slice_padding(sl) for sl in vol]
+    found = [slice_padding(sl, ops) for sl in vol]
     if all(f is None for f in found):
         return None
     out = np.zeros(vol.shape, dtype=bool)
@@ -267,7 +271,7 @@ def dark_mask(
     def work(a: int, b: int) -> None:
         _check_finite_block(vol[a:b], "image", a)
         block, thresholds[a:b] = block_dark(
-            vol[a:b], _block_padding(vol[a:b], pad, a, False), opts, ops
+            vol[a:b], _block_padding(vol[a:b], pad, a, False, ops), opts, ops
         )
         mask[a:b] = block.slices
 
@@ -327,7 +331,7 @@ def purification_masks(
         vol: FloatArray, pad: BoolArray | None, what: str, out: _RegionStacks, a: int, b: int
     ) -> tuple[BoolArray, BoolArray]:
         _check_finite_block(vol[a:b], what, a)
-        found = _block_padding(vol[a:b], pad, a, detect)
+        found = _block_padding(vol[a:b], pad, a, detect, ops)
         return out.compute(vol[a:b], found, a, opts, ops)
 
     _run_blocks(uu.shape[0], work)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ipv2.binary_ops import default_ops
+from ipv2.binary_ops import BinaryOps, default_ops
 from ipv2.errors import InputError
 from ipv2.parallel import map_slices
 
@@ -71,12 +71,15 @@ def detect_padding(array: npt.ArrayLike) -> PaddingReport:
     return PaddingReport(mask=mask, values=tuple(map_slices(one, vol.shape[0])))
 
 
-def slice_padding(sl: npt.NDArray[np.float32]) -> BoolArray | None:
+def slice_padding(sl: npt.NDArray[np.float32], ops: BinaryOps | None = None) -> BoolArray | None:
     """The padding of one slice (as :func:`detect_padding`), or None when it has none."""
-    return _find_padding(sl)[0]
+    return _find_padding(sl, ops or default_ops())[0]
 
 
-def _find_padding(sl: npt.NDArray[np.float32]) -> tuple[BoolArray | None, float | None]:
+def _find_padding(
+    sl: npt.NDArray[np.float32], ops: BinaryOps | None = None
+) -> tuple[BoolArray | None, float | None]:
+    ops = ops or default_ops()
     min_pixels = max(16, int(_MIN_REGION_FRACTION * sl.shape[0] * sl.shape[1]))
     mask: BoolArray | None = None
     found: float | None = None
@@ -84,7 +87,7 @@ def _find_padding(sl: npt.NDArray[np.float32]) -> tuple[BoolArray | None, float 
     for value in _candidates(sl):
         if not (edges == value).any():
             continue  # padding always reaches the border; nothing to label
-        region = _border_region(sl == value, min_pixels)
+        region = _border_region(sl == value, min_pixels, ops)
         if region is not None:
             mask = region if mask is None else mask | region
             found = value if found is None else min(found, value)
@@ -99,11 +102,10 @@ def _candidates(sl: npt.NDArray[np.float32]) -> list[float]:
     return out
 
 
-def _border_region(candidate: BoolArray, min_pixels: int) -> BoolArray | None:
+def _border_region(candidate: BoolArray, min_pixels: int, ops: BinaryOps) -> BoolArray | None:
     """Large connected parts of ``candidate`` that touch the slice border, if any."""
     if int(candidate.sum()) < min_pixels:
         return None
-    ops = default_ops()
     labels, _ = ops.label(candidate, 4)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]

@@ -19,15 +19,16 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+# One pool per worker count, never shut down: a call already holding a pool must be able
+# to use it even if another thread changes IPV2_THREADS meanwhile.
+_pools: dict[int, ThreadPoolExecutor] = {}
 _pool_lock = threading.Lock()
 _inside = threading.local()
 
 
 def _forget_pool_after_fork() -> None:
-    global _pool, _pool_size, _pool_lock
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    global _pools, _pool_lock
+    _pools, _pool_lock = {}, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -49,14 +50,10 @@ def worker_count() -> int:
 
 
 def _shared_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix="ipv2-slices")
-            _pool_size = workers
-        return _pool
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="ipv2-slices")
+        return _pools[workers]
 
 
 def _run_marked(fn: Callable[[int], T], k: int) -> T:
