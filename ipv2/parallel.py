@@ -1,8 +1,8 @@
 """Slice-parallel work on a shared thread pool.
 
-Purification treats axial slices (or blocks of them) independently, and the libraries it calls (numpy,
-OpenCV, scipy.ndimage) release the GIL inside their loops, so threads use every core
-without copying volumes into worker processes. ``IPV2_THREADS`` caps the pool (1 turns it
+Purification treats axial slices (or blocks of them) independently, and the libraries
+it calls (numpy, OpenCV, scipy.ndimage) release the GIL inside their loops, so threads
+use every core without copying volumes into worker processes. ``IPV2_THREADS`` caps the pool (1 turns it
 off); by default it uses the cores this process may run on. A task that itself calls
 :func:`map_slices` runs its inner loop serially instead of waiting on its own pool. A
 forked child (a DataLoader worker, say) starts a pool of its own, since the parent's

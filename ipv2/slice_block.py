@@ -51,5 +51,5 @@ class SliceBlock:
         return image.reshape(self.k, self.h + self.gap, self.w)[:, : self.h]
 
     def replace(self, image: BoolArray) -> None:
-        """Make a tall boolean result of the same shape the block's buffer."""
+        """Take a tall boolean result (an eroded image, say) as the block's new buffer."""
         self.buffer = np.asarray(image, dtype=bool).reshape(self.buffer.shape)
