@@ -66,8 +66,12 @@ def test_seeded_components_agree(mask: np.ndarray, conn: int, seeds: list[tuple[
     h, w = mask.shape
     ys = np.array([y % h for y, _ in seeds], dtype=np.intp)
     xs = np.array([x % w for _, x in seeds], dtype=np.intp)
-    (lc, nc), (ls, ns) = CV.seeded(mask, ys, xs, conn), SP.seeded(mask, ys, xs, conn)
-    assert nc == ns and same_partition(np.asarray(lc), np.asarray(ls))
+    (lc, sc), (ls, ss) = CV.seeded(mask, ys, xs, conn), SP.seeded(mask, ys, xs, conn)
+    assert sc.size == ss.size and same_partition(np.asarray(lc), np.asarray(ls))
+    assert sorted(sc.tolist()) == sorted(ss.tolist())
+    np.testing.assert_array_equal(
+        sc, np.bincount(np.asarray(lc).ravel(), minlength=sc.size) * (np.arange(sc.size) > 0)
+    )
     full, _ = SP.label(mask, conn)
     wanted = np.isin(full, full[ys, xs][full[ys, xs] > 0])
     np.testing.assert_array_equal(np.asarray(lc) > 0, wanted)
@@ -77,8 +81,10 @@ def test_seeded_falls_back_past_255_components() -> None:
     mask = np.zeros((40, 40), bool)
     mask[::2, ::2] = True  # 400 isolated pixels
     ys, xs = np.nonzero(mask)
-    labels, count = CV.seeded(mask, ys, xs, 4)
+    labels, sizes = CV.seeded(mask, ys, xs, 4)
+    count = sizes.size - 1
     assert count == 400 and np.array_equal(np.asarray(labels) > 0, mask)
+    assert sizes[0] == 0 and (sizes[1:] == 1).all()
     flags = np.zeros(count + 1, bool)
     flags[1::2] = True
     np.testing.assert_array_equal(CV.select(flags, labels), SP.select(flags, labels))

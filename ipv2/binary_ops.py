@@ -25,6 +25,7 @@ from scipy import ndimage
 
 BoolArray = npt.NDArray[np.bool_]
 IndexArray = npt.NDArray[np.intp]
+SizeArray = npt.NDArray[np.int64]
 LabelArray = npt.NDArray[np.integer]
 
 _log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ class BinaryOps(Protocol):
 
     def seeded(
         self, mask: BoolArray, ys: IndexArray, xs: IndexArray, connectivity: int
-    ) -> tuple[LabelArray, int]:
-        """Labels of only the components of ``mask`` that hold a seed ``(ys[i], xs[i])``."""
+    ) -> tuple[LabelArray, SizeArray]:
+        """Labels 1..m of only the components of ``mask`` that hold a seed
+        ``(ys[i], xs[i])``, and their sizes in pixels (``sizes[0]`` is 0)."""
         ...
 
     def fill_holes(self, mask: BoolArray) -> BoolArray:
@@ -77,13 +79,16 @@ def select(table: BoolArray, labels: LabelArray) -> BoolArray:
 
 def _keep_seeded(
     labels: LabelArray, count: int, ys: IndexArray, xs: IndexArray
-) -> tuple[LabelArray, int]:
+) -> tuple[LabelArray, SizeArray]:
     """Relabel 1..m the components that hold a seed; every other pixel becomes 0."""
     hit = np.unique(labels[ys, xs])
     hit = hit[hit > 0]
     remap = np.zeros(count + 1, dtype=np.int32)
     remap[hit] = np.arange(1, hit.size + 1, dtype=np.int32)
-    return np.take(remap, labels), int(hit.size)
+    kept = np.take(remap, labels)
+    sizes = np.bincount(kept.ravel(), minlength=hit.size + 1).astype(np.int64)
+    sizes[0] = 0
+    return kept, sizes
 
 
 class ScipyOps:
@@ -112,7 +117,7 @@ class ScipyOps:
 
     def seeded(
         self, mask: BoolArray, ys: IndexArray, xs: IndexArray, connectivity: int
-    ) -> tuple[LabelArray, int]:
+    ) -> tuple[LabelArray, SizeArray]:
         return _keep_seeded(*self.label(mask, connectivity), ys, xs)
 
     def fill_holes(self, mask: BoolArray) -> BoolArray:
@@ -166,22 +171,23 @@ class OpenCVOps:
 
     def seeded(
         self, mask: BoolArray, ys: IndexArray, xs: IndexArray, connectivity: int
-    ) -> tuple[LabelArray, int]:
+    ) -> tuple[LabelArray, SizeArray]:
         cv2 = self._cv2
         image = self._u8(mask)
         # The flood-fill mask doubles as the label image: each fill writes its own id
-        # (bits 8-15 of the flags) and stops at pixels an earlier fill already took.
+        # (bits 8-15 of the flags) and stops at pixels an earlier fill already took; it
+        # returns the number of pixels it filled.
         ids = np.zeros((image.shape[0] + 2, image.shape[1] + 2), dtype=np.uint8)
-        count = 0
+        sizes = [0]
         for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
             if not image[y, x] or ids[y + 1, x + 1]:
                 continue
-            if count == _MAX_FLOOD_COMPONENTS:
+            if len(sizes) > _MAX_FLOOD_COMPONENTS:
                 return _keep_seeded(*self.label(mask, connectivity), ys, xs)
-            count += 1
-            flags = connectivity | cv2.FLOODFILL_MASK_ONLY | (count << 8)
-            cv2.floodFill(image, ids, (x, y), 0, loDiff=0, upDiff=0, flags=flags)
-        return ids[1:-1, 1:-1], count
+            flags = connectivity | cv2.FLOODFILL_MASK_ONLY | (len(sizes) << 8)
+            filled = cv2.floodFill(image, ids, (x, y), 0, loDiff=0, upDiff=0, flags=flags)[0]
+            sizes.append(int(filled))
+        return ids[1:-1, 1:-1], np.array(sizes, dtype=np.int64)
 
     def fill_holes(self, mask: BoolArray) -> BoolArray:
         cv2 = self._cv2

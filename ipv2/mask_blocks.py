@@ -179,7 +179,8 @@ def _mostly_outside_components(
         return np.zeros((k, h, w), dtype=bool)
     rows = zs * (h + enclosed.gap) + f // 2 + ys * f
     cols = g // 2 + xs * g
-    tall_labels, count = ops.seeded(enclosed.image, rows, cols, opts.connectivity)
+    tall_labels, sizes = ops.seeded(enclosed.image, rows, cols, opts.connectivity)
+    count = sizes.size - 1
     labels = enclosed.adopt(tall_labels)
     at = labels[:, f // 2 :: f, g // 2 :: g][:, :hc, :wc]
     total = np.bincount(at.ravel(), minlength=count + 1)

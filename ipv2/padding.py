@@ -103,15 +103,28 @@ def _candidates(sl: npt.NDArray[np.float32]) -> list[float]:
 
 
 def _border_region(candidate: BoolArray, min_pixels: int, ops: BinaryOps) -> BoolArray | None:
-    """Large connected parts of ``candidate`` that touch the slice border, if any."""
+    """Large connected parts of ``candidate`` that touch the slice border, if any.
+
+    Every such part holds a run of set pixels along an edge, so one seed per run finds
+    them all by flood fill, without labelling the rest of the slice.
+    """
     if int(candidate.sum()) < min_pixels:
         return None
-    labels, _ = ops.label(candidate, 4)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    border = border[border > 0]
-    sizes = np.bincount(labels.ravel())
-    keep = np.zeros(sizes.size, dtype=bool)
-    keep[border] = sizes[border] >= min_pixels
+    h, w = candidate.shape
+    ys: list[npt.NDArray[np.intp]] = []
+    xs: list[npt.NDArray[np.intp]] = []
+    for edge, fixed, along_y in (
+        (candidate[0], 0, False),
+        (candidate[-1], h - 1, False),
+        (candidate[:, 0], 0, True),
+        (candidate[:, -1], w - 1, True),
+    ):
+        starts = np.flatnonzero(edge & ~np.concatenate([[False], edge[:-1]]))
+        ys.append(starts if along_y else np.full(starts.size, fixed, dtype=np.intp))
+        xs.append(np.full(starts.size, fixed, dtype=np.intp) if along_y else starts)
+    labels, sizes = ops.seeded(candidate, np.concatenate(ys), np.concatenate(xs), 4)
+    keep = sizes >= min_pixels
+    keep[0] = False
     return ops.select(keep, labels) if keep.any() else None
 
 
