@@ -26,10 +26,11 @@ from ipv2.purify import (
     training_input,
 )
 
-SHAPE = (2, 9, 11)
-hu = arrays(np.float32, SHAPE, elements=st.floats(-3024, 3071, width=32))
-soft = arrays(np.float32, SHAPE, elements=st.floats(0, 1, width=32))
-hard = arrays(np.bool_, SHAPE)
+SHAPE = (2, 4, 5)
+# fill=nothing draws every element, so arrays are dense rather than one repeated value.
+hu = arrays(np.float32, SHAPE, elements=st.floats(-3024, 3071, width=32), fill=st.nothing())
+soft = arrays(np.float32, SHAPE, elements=st.floats(0, 1, width=32), fill=st.nothing())
+hard = arrays(np.bool_, SHAPE, elements=st.booleans(), fill=st.nothing())
 
 
 def between(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
