@@ -27,13 +27,13 @@ FloatArray = npt.NDArray[np.float32]
 
 _OTSU_BINS = 1536  # 4 HU bins over the fixed range below
 _OTSU_LOW_HU, _OTSU_HIGH_HU = -2048.0, 4096.0
-_OTSU_SAMPLES_PER_SLICE = 16384
+OTSU_SAMPLES_PER_SLICE = 16384
 _COARSE_PIXELS = 128  # the body outline is found on a grid of about this size
 _SQUARE = np.ones((3, 3), dtype=bool)
 
 
 def block_otsu(
-    vol: FloatArray, pad: BoolArray | None = None, samples: int = _OTSU_SAMPLES_PER_SLICE
+    vol: FloatArray, pad: BoolArray | None = None, samples: int = OTSU_SAMPLES_PER_SLICE
 ) -> npt.NDArray[np.float64]:
     """Otsu threshold of each slice's anatomy (padding excluded); -inf if nothing to split.
 
@@ -177,7 +177,7 @@ def _mostly_outside_components(
     zs, ys, xs = np.nonzero(sampled & ~body_c)
     if zs.size == 0:
         return np.zeros((k, h, w), dtype=bool)
-    rows = zs * (h + enclosed.gap) + f // 2 + ys * f
+    rows = enclosed.rows(zs, f // 2 + ys * f)
     cols = g // 2 + xs * g
     tall_labels, sizes = ops.seeded(enclosed.image, rows, cols, opts.connectivity)
     count = sizes.size - 1
@@ -188,6 +188,21 @@ def _mostly_outside_components(
     outside = (total > 0) & (2 * inside < total)
     outside[0] = False
     return np.asarray(enclosed.adopt(ops.select(outside, tall_labels)))
+
+
+def fill_from(
+    block: SliceBlock,
+    zs: npt.NDArray[np.intp],
+    ys: npt.NDArray[np.intp],
+    xs: npt.NDArray[np.intp],
+    connectivity: int,
+    ops: BinaryOps,
+    out: BoolArray,
+) -> None:
+    """Into ``out``, the components of the block's slices that hold a seed: pixel
+    ``(ys[i], xs[i])`` of slice ``zs[i]`` (the paper's and the script's flood fills)."""
+    labels, _ = ops.seeded(block.image, block.rows(zs, ys), xs, connectivity)
+    np.greater(block.adopt(labels), 0, out=out)
 
 
 def _full_body(
@@ -246,9 +261,7 @@ def block_regions(
         corner_y = np.array([0, 0, block.h - 1, block.h - 1])
         corner_x = np.array([0, block.w - 1, 0, block.w - 1])
         zs, cs = np.nonzero(dark[:, corner_y, corner_x])
-        rows = zs * (block.h + block.gap) + corner_y[cs]
-        tall_labels, _ = ops.seeded(block.image, rows, corner_x[cs], opts.connectivity)
-        np.greater(block.adopt(tall_labels), 0, out=background)
+        fill_from(block, zs, corner_y[cs], corner_x[cs], opts.connectivity, ops, background)
     if pad is not None:
         background |= pad
     lung = dark & ~background

@@ -35,7 +35,13 @@ import numpy.typing as npt
 
 from ipv2.binary_ops import BinaryOps, backend
 from ipv2.errors import InputError
-from ipv2.mask_blocks import block_dark, block_otsu, block_regions
+from ipv2.mask_blocks import (
+    OTSU_SAMPLES_PER_SLICE,
+    block_dark,
+    block_otsu,
+    block_regions,
+    fill_from,
+)
 from ipv2.padding import slice_padding
 from ipv2.parallel import map_slices, worker_count
 from ipv2.slice_block import SliceBlock
@@ -159,15 +165,6 @@ def as_stack(array: npt.ArrayLike, what: str = "image") -> FloatArray:
     return arr
 
 
-def check_finite(sl: FloatArray, what: str, k: int) -> None:
-    """Masks need finite HU: NaN or infinity is an error naming the slice."""
-    if not np.isfinite(sl).all():
-        bad = int((~np.isfinite(sl)).sum())
-        raise InputError(
-            f"{what} contains {bad} NaN or infinite pixels on slice {k}; masks need finite HU"
-        )
-
-
 def _padding_stack(vol: FloatArray, padding: npt.ArrayLike | None) -> BoolArray | None:
     if padding is None:
         return None
@@ -180,7 +177,7 @@ def _padding_stack(vol: FloatArray, padding: npt.ArrayLike | None) -> BoolArray 
 
 
 def otsu_thresholds(
-    array: npt.ArrayLike, padding: BoolArray | None = None, samples: int = 16384
+    array: npt.ArrayLike, padding: BoolArray | None = None, samples: int = OTSU_SAMPLES_PER_SLICE
 ) -> npt.NDArray[np.float64]:
     """Per-slice Otsu threshold of the anatomy of a slice or stack (see :func:`block_otsu`)."""
     vol = as_stack(array)
@@ -202,9 +199,15 @@ def _blocks(z: int) -> list[tuple[int, int]]:
 
 
 def _check_finite_block(vol: FloatArray, what: str, first: int) -> None:
-    if not np.isfinite(vol).all():
-        for k in range(vol.shape[0]):
-            check_finite(vol[k], what, first + k)
+    """Masks need finite HU: NaN or infinity is an error naming the first bad slice."""
+    if np.isfinite(vol).all():
+        return
+    bad = ~np.isfinite(vol)
+    k = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+    raise InputError(
+        f"{what} contains {int(bad[k].sum())} NaN or infinite pixels on slice {first + k}; "
+        "masks need finite HU"
+    )
 
 
 def _block_padding(
@@ -320,10 +323,9 @@ def purification_masks(
         common = block.slices
         np.logical_or(ru.dark[a:b], rn.dark[a:b], out=common)
         zs = np.flatnonzero(common[:, 0, 0])
-        rows = zs * (block.h + block.gap)
-        tall_labels, _ = ops.seeded(block.image, rows, np.zeros_like(rows), opts.connectivity)
+        origin = np.zeros_like(zs)
         gone = removed[a:b]
-        np.greater(block.adopt(tall_labels), 0, out=gone)
+        fill_from(block, zs, origin, origin, opts.connectivity, ops, gone)
         np.logical_and(common, ~gone, out=lung[a:b])
         body[a:b] = (body_u | body_n | lung[a:b]) & ~gone
 

@@ -43,6 +43,10 @@ class SliceBlock:
         """The tall ``(k * (h + gap), w)`` image (a view)."""
         return self.buffer.reshape(-1, self.w)
 
+    def rows(self, zs: npt.NDArray[np.intp], ys: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Rows of the tall image holding row ``ys`` of slice ``zs``."""
+        return np.asarray(zs * (self.h + self.gap) + ys, dtype=np.intp)
+
     def set_gaps(self, value: bool) -> None:
         self.buffer[:, self.h :] = value
 

@@ -3,9 +3,10 @@
 Two figures: one slice on its own (what the Slicer preview pays per slider move) and the
 per-slice cost over a 64-slice volume (what purifying a dataset pays), with a break-down
 into dark masks, background/lung masks and the two fusions. ``--backend scipy`` times
-the reference binary operations instead of OpenCV's; ``IPV2_THREADS`` sets the threads. The data is the phantom at
-512 pixels; a few distinct slices are rendered and tiled to the requested depth, with
-their noise rolled so no two slices are identical. A benchmark prints, never asserts.
+the reference binary operations instead of OpenCV's; ``IPV2_THREADS`` sets the threads.
+The data is the phantom at 512 pixels; a few distinct slices are rendered and tiled to
+the requested depth, with their noise rolled so no two slices are identical. A benchmark
+prints, never asserts.
 """
 
 from __future__ import annotations
