@@ -1,7 +1,7 @@
 """IPv2Denoise: purification preview and FFM denoising of ultra-low-dose lung CT.
 
 A thin Slicer shell: every computation lives in the ``ipv2`` engine and its MRML adapter
-(``ipv2.mrml``), which are tested outside Slicer; this file only wires the panel.
+(``ipv2.slicer``), which are tested outside Slicer; this file only wires the panel.
 """
 
 import os
@@ -21,12 +21,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ipv2 import mrml
-from ipv2.errors import IPv2Error
-from ipv2.mrml import workflows
-from ipv2.mrml.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
-from ipv2.mrml.layout import register_compare_layout
-from ipv2.mrml.nodes import path_text
+from ipv2 import slicer as mrml
+from ipv2.core.errors import IPv2Error
+from ipv2.slicer import workflows
+from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
+from ipv2.slicer.layout import register_compare_layout
+from ipv2.slicer.nodes import path_text
 
 
 class IPv2Denoise(ScriptedLoadableModule):
@@ -282,7 +282,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, DenoiseLogicMixin):
-    """Usable from the Python console; the node workflows live in ipv2.mrml.denoise_logic."""
+    """Usable from the Python console; the node workflows live in ipv2.slicer.denoise_logic."""
 
     def getParameterNode(self):
         return IPv2DenoiseParameterNode(super().getParameterNode())
@@ -319,7 +319,7 @@ class IPv2DenoiseTest(ScriptedLoadableModuleTest):
         import tempfile
 
         from ipv2.phantom import make_phantom
-        from ipv2.selftest import tiny_checkpoint
+        from ipv2.slicer.selftest import tiny_checkpoint
 
         self.delayDisplay("Creating phantom volumes and previewing masks")
         case = make_phantom(size=128, slices=4, seed=0)

@@ -1,7 +1,7 @@
 """IPv2Train: build purified datasets and train IPv2 models in a background process.
 
-A thin Slicer shell over the engine (``ipv2.training_plan``, ``ipv2.runs`` and
-``ipv2.mrml.train_logic``, tested outside Slicer); training runs as ``ipv2 train`` in a
+A thin Slicer shell over the engine (``ipv2.slicer.training_plan``, ``ipv2.runtime.runs`` and
+``ipv2.slicer.train_logic``, tested outside Slicer); training runs as ``ipv2 train`` in a
 child process, so Slicer stays responsive and a crash cannot take it down.
 """
 
@@ -22,9 +22,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ipv2.errors import IPv2Error
-from ipv2.mrml import install_dependencies
-from ipv2.mrml.train_logic import TrainLogicMixin
+from ipv2.core.errors import IPv2Error
+from ipv2.slicer import install_dependencies
+from ipv2.slicer.train_logic import TrainLogicMixin
 
 
 class IPv2Train(ScriptedLoadableModule):
@@ -36,7 +36,7 @@ class IPv2Train(ScriptedLoadableModule):
         self.parent.contributors = ["IPv2 contributors"]
         self.parent.helpText = (
             "Builds IPv1 or IPv2 purified datasets from paired ultra-low-dose and normal-dose "
-            "CT and trains FFM, FM, CoreDiff, Cold Diffusion or a regressor on them in a "
+            "CT and trains FFM, FM, CoreDiff, Cold Diffusion or RED-CNN on them in a "
             "background process, with a live loss and validation curve. Runs can be stopped "
             "with a checkpoint, resumed, left running when Slicer closes and re-attached "
             "later. Method: Gong and Yu, IPv2, and arXiv:2510.07492 (2025)."
@@ -59,9 +59,7 @@ class IPv2TrainParameterNode:
     maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
     simulationDose: Annotated[float, WithinRange(0.001, 1.0)] = 0.02
     matchUldct: bool = True
-    architecture: Annotated[str, Choice(["ffm", "unet", "corediff", "colddiff", "regressor"])] = (
-        "ffm"
-    )
+    architecture: Annotated[str, Choice(["ffm", "unet", "corediff", "colddiff", "redcnn"])] = "ffm"
     baseChannels: Annotated[int, WithinRange(0, 256)] = 0
     samplerSteps: Annotated[int, WithinRange(0, 1000)] = 0
     epochs: Annotated[int, WithinRange(1, 100000)] = 200
@@ -274,7 +272,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class IPv2TrainLogic(ScriptedLoadableModuleLogic, TrainLogicMixin):
-    """Usable from the Python console; the workflows live in ipv2.mrml.train_logic."""
+    """Usable from the Python console; the workflows live in ipv2.slicer.train_logic."""
 
     def getParameterNode(self):
         return IPv2TrainParameterNode(super().getParameterNode())
@@ -307,9 +305,9 @@ class IPv2TrainTest(ScriptedLoadableModuleTest):
         self.test_two_step_training()
 
     def test_two_step_training(self):
-        from ipv2.dataset_build import BuildConfig, build_dataset
-        from ipv2.purify import Recipe
-        from ipv2.selftest import write_phantom_pairs
+        from ipv2.data.build import BuildConfig, build_dataset
+        from ipv2.purification.recipe import Recipe
+        from ipv2.slicer.selftest import write_phantom_pairs
 
         self.delayDisplay("Building a phantom dataset")
         root = tempfile.mkdtemp(prefix="ipv2-selftest-")
@@ -322,7 +320,7 @@ class IPv2TrainTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         p.datasetFolder, p.outputFolder = pathlib.Path(dataset), pathlib.Path(root, "run")
         p.architecture, p.baseChannels, p.cropSize, p.maxSteps, p.device = (
-            "regressor",
+            "redcnn",
             8,
             32,
             2,

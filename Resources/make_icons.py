@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ipv2.intensity import LUNG_DISPLAY_WINDOW
+from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW
 from ipv2.phantom import make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

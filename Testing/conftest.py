@@ -32,7 +32,7 @@ def tcia_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tcia_volume(tcia_dir: Path):  # type: ignore[no-untyped-def]
-    from ipv2.volume_io import read_volume
+    from ipv2.io.volumes import read_volume
 
     return read_volume(tcia_dir)
 

@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from ipv2.selftest import tiny_checkpoint
-from ipv2.volume import Volume
+from ipv2.core.volume import Volume
+from ipv2.slicer.selftest import tiny_checkpoint
 
 __all__ = ["oblique_volume", "tiny_checkpoint", "write_dicom_series"]
 

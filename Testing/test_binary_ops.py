@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage.morphology import disk
 
-from ipv2 import masks
-from ipv2.binary_ops import OpenCVOps, ScipyOps, backend, default_ops
-from ipv2.masks import MaskOptions, purification_masks
+from ipv2.core.binary_ops import OpenCVOps, ScipyOps, backend, default_ops
 from ipv2.phantom import make_phantom
-from ipv2.slice_block import SliceBlock
+from ipv2.purification import masks
+from ipv2.purification.masks import MaskOptions, purification_masks
+from ipv2.purification.slice_block import SliceBlock
 
 CV = OpenCVOps()
 SP = ScipyOps()
@@ -66,7 +66,10 @@ def test_seeded_components_agree(mask: np.ndarray, conn: int, seeds: list[tuple[
     h, w = mask.shape
     ys = np.array([y % h for y, _ in seeds], dtype=np.intp)
     xs = np.array([x % w for _, x in seeds], dtype=np.intp)
-    (lc, sc), (ls, ss) = CV.seeded(mask, ys, xs, conn), SP.seeded(mask, ys, xs, conn)
+    (lc, sc), (ls, ss) = (
+        CV.seeded(mask, ys, xs, connectivity=conn),
+        SP.seeded(mask, ys, xs, connectivity=conn),
+    )
     assert sc.size == ss.size and same_partition(np.asarray(lc), np.asarray(ls))
     assert sorted(sc.tolist()) == sorted(ss.tolist())
     np.testing.assert_array_equal(
@@ -81,7 +84,7 @@ def test_seeded_falls_back_past_255_components() -> None:
     mask = np.zeros((40, 40), bool)
     mask[::2, ::2] = True  # 400 isolated pixels
     ys, xs = np.nonzero(mask)
-    labels, sizes = CV.seeded(mask, ys, xs, 4)
+    labels, sizes = CV.seeded(mask, ys, xs, connectivity=4)
     count = sizes.size - 1
     assert count == 400 and np.array_equal(np.asarray(labels) > 0, mask)
     assert sizes[0] == 0 and (sizes[1:] == 1).all()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ipv2 import checkpoint as ck
-from ipv2.errors import InputError
-from ipv2.intensity import HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import HUWindow
+from ipv2.io import checkpoints as ck
 from ipv2.models import MODELS, build
 from ipv2.schemes import make_scheme
 
@@ -95,7 +95,7 @@ def test_other_architecture_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="holds a 'unet' network, not 'ffm'"):
         ck.load_checkpoint(folder, arch="ffm")
     # Weights of one network under another's description: shapes disagree, named.
-    other = save_tiny(tmp_path / "reg", "regressor", "regression")
+    other = save_tiny(tmp_path / "reg", "redcnn", "regression")
     shutil.copy(other / "model.safetensors", folder / "model.safetensors")
     meta = json.loads((folder / "model.json").read_text())
     meta["weights"] = json.loads((other / "model.json").read_text())["weights"]
@@ -139,14 +139,14 @@ def test_recover_after_a_crash_between_renames(tmp_path: Path) -> None:
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build("regressor", **MODELS["regressor"].tiny)
+    model = build("redcnn", **MODELS["redcnn"].tiny)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.randn(1, 1, 8, 8)).mean().backward()
     opt.step()
     tensors: dict[str, torch.Tensor] = {}
     skeleton = ck.flatten(opt.state_dict(), "opt", tensors)
     state = ck.TrainState(tensors, {"optimizer": skeleton, "rng": "uint8"})
-    ck.write_checkpoint(tmp_path / "s", model.state_dict(), {"format": ck.FORMAT}, state)
+    ck.write_checkpoint(tmp_path / "s", model.state_dict(), {"format": ck.FORMAT}, state=state)
     back = ck.load_train_state(tmp_path / "s")
     opt2 = torch.optim.Adam(model.parameters(), lr=5.0)
     opt2.load_state_dict(ck.unflatten(back.scalars["optimizer"], back.tensors))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipv2.volume_io import read_volume
+from ipv2.io.volumes import read_volume
 
 
 def ipv2(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipv2.dataset import assign_splits, load_split, read_manifest, split_sizes
-from ipv2.dataset_build import BuildConfig, build_dataset
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
+from ipv2.data.build import BuildConfig, build_dataset
+from ipv2.data.format import assign_splits, load_split, read_manifest, split_sizes
+from ipv2.io.png_layout import write_png_pair
+from ipv2.io.volumes import write_volume
 from ipv2.phantom import make_phantom
-from ipv2.pngset import write_png_pair
-from ipv2.purify import Recipe
-from ipv2.volume_io import write_volume
+from ipv2.purification.recipe import Recipe
 
 
 def test_split_sizes_match_the_authors() -> None:
@@ -39,7 +39,7 @@ def png_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pngs")
     case = make_phantom(size=64, slices=4, seed=2)
     for k, split in enumerate(("train", "train", "val", "test")):
-        write_png_pair(root, split, f"s{k}", case.uldct.array[k], case.ndct.array[k])
+        write_png_pair(root, split, f"s{k}", u=case.uldct.array[k], n=case.ndct.array[k])
     return root
 
 
@@ -61,7 +61,7 @@ def test_ipv2_without_weak_denoiser_builds_the_rest(png_source: Path, tmp_path: 
     manifest = build_dataset(png_source, tmp_path / "ds", BuildConfig(recipe=Recipe()))
     assert "lung" in manifest["kinds"] and "ndct" in manifest["kinds"]
     try:
-        import ipv2.lowdose  # noqa: F401
+        import ipv2.simulation  # noqa: F401
     except ModuleNotFoundError:
         assert "input" not in manifest["kinds"]
     else:  # Module 2 used the simulator
@@ -101,8 +101,8 @@ def test_build_from_manifest_with_precomputed_sources(tmp_path: Path) -> None:
 
 def test_failure_leaves_nothing(tmp_path: Path) -> None:
     img = np.full((8, 8), -1000.0, np.float32)
-    write_png_pair(tmp_path / "src", "train", "a", img, img)
-    write_png_pair(tmp_path / "src", "train", "b", img, np.full((8, 9), -1000.0, np.float32))
+    write_png_pair(tmp_path / "src", "train", "a", u=img, n=img)
+    write_png_pair(tmp_path / "src", "train", "b", u=img, n=np.full((8, 9), -1000.0, np.float32))
     with pytest.raises(InputError, match="different sizes"):
         build_dataset(tmp_path / "src", tmp_path / "out", BuildConfig())
     assert not (tmp_path / "out").exists()

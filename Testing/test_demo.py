@@ -53,7 +53,7 @@ def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
 
 
 def test_demo_refuses_impossible_settings(tmp_path: Path) -> None:
-    from ipv2.errors import InputError
+    from ipv2.core.errors import InputError
 
     with pytest.raises(InputError, match="at least 3"):
         run_demo(DemoConfig(cases=2), tmp_path / "a")

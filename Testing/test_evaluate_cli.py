@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from ipv2.cli import main
+from ipv2.io.png_layout import write_png_slice
+from ipv2.io.volumes import write_volume
 from ipv2.metrics.pretrained import INCEPTION_ENV, INCEPTION_FILE
 from ipv2.phantom import make_phantom
-from ipv2.pngset import write_png_slice
-from ipv2.volume_io import write_volume
 
 
 @pytest.fixture(scope="module")

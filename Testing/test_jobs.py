@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ipv2.jobs import Job, read_event_log
+from ipv2.runtime.jobs import Job, read_event_log
 
 CHILD = textwrap.dedent(
     """

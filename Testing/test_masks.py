@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from ipv2.errors import InputError
-from ipv2.masks import MaskOptions, dark_mask, otsu_thresholds, purification_masks
+from ipv2.core.errors import InputError
 from ipv2.phantom import make_phantom
+from ipv2.purification.masks import MaskOptions, dark_mask, otsu_thresholds, purification_masks
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

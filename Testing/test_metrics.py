@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ipv2.errors import InputError
-from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
 from ipv2.metrics import (
     FeatureExtractor,
     PixelStatsExtractor,
@@ -42,7 +42,7 @@ def case() -> PhantomCase:
 @pytest.fixture(scope="module")
 def truth_masks(case: PhantomCase) -> RegionMasks:
     m = case.masks_ld
-    return RegionMasks(m.body, m.lung, m.background, "phantom")
+    return RegionMasks(m.body, m.lung, m.background, source="phantom")
 
 
 def _features(slices: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_frechet_distance_matches_closed_form_for_shifted_scaled_gaussians() -> 
     mu1, mu2 = np.zeros(d), np.full(d, 2.0)
     s1, s2 = np.eye(d), 4.0 * np.eye(d)
     # |mu1 - mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2)) = 4d + d(1 + 4 - 4)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(5.0 * d, rel=1e-9)
+    assert frechet_distance(mu1, s1, mu2, sigma2=s2) == pytest.approx(5.0 * d, rel=1e-9)
 
 
 def test_fid_positive_and_growing_with_added_noise(case: PhantomCase) -> None:
@@ -176,7 +176,7 @@ def test_pretrained_extractors_need_local_weights(
 def test_noise_of_the_truth_against_itself_is_zero(
     case: PhantomCase, truth_masks: RegionMasks
 ) -> None:
-    row = reference_metrics(case.clean_ld.array, case.clean_ld.array, truth_masks, W)
+    row = reference_metrics(case.clean_ld.array, case.clean_ld.array, truth_masks, window=W)
     assert row["noise_background_hu"] == 0.0 and row["noise_lung_hu"] == 0.0
     assert row["psnr"] == float("inf") and row["ssim"] == pytest.approx(1.0)
     assert int(row["noise_background_pixels"] or 0) > 1000
@@ -187,9 +187,9 @@ def test_uldct_has_more_noise_and_lower_psnr_ssim_than_a_light_denoise(
     case: PhantomCase, truth_masks: RegionMasks
 ) -> None:
     truth = case.clean_ld.array
-    noisy = reference_metrics(case.uldct.array, truth, truth_masks, W)
+    noisy = reference_metrics(case.uldct.array, truth, truth_masks, window=W)
     gentle = truth + 0.2 * (case.uldct.array - truth)  # 80% of the noise removed
-    better = reference_metrics(gentle, truth, truth_masks, W)
+    better = reference_metrics(gentle, truth, truth_masks, window=W)
     assert float(noisy["noise_background_hu"] or 0) > 20.0
     assert float(noisy["noise_lung_hu"] or 0) > 20.0
     for key in ("noise_background_hu", "noise_lung_hu"):
@@ -223,16 +223,18 @@ def test_masks_from_label_map_and_from_truth(case: PhantomCase) -> None:
 def test_scanner_padding_is_left_out_of_the_background() -> None:
     padded = make_phantom(64, 4, seed=1, padding_value=-3024.0)
     m = padded.masks_ld
-    masks = RegionMasks(m.body, m.lung, m.background, "phantom")
-    row = reference_metrics(padded.uldct.array, padded.clean_ld.array, masks, W, ("noise",))
+    masks = RegionMasks(m.body, m.lung, m.background, source="phantom")
+    row = reference_metrics(
+        padded.uldct.array, padded.clean_ld.array, masks, window=W, metrics=("noise",)
+    )
     plain = make_phantom(64, 4, seed=1)
     m2 = plain.masks_ld
     row2 = reference_metrics(
         plain.uldct.array,
         plain.clean_ld.array,
-        RegionMasks(m2.body, m2.lung, m2.background, "p"),
-        W,
-        ("noise",),
+        RegionMasks(m2.body, m2.lung, m2.background, source="p"),
+        window=W,
+        metrics=("noise",),
     )
     assert int(row["noise_background_pixels"] or 0) < int(row2["noise_background_pixels"] or 0)
     # The padding itself has zero residual; including it would pull the figure down.
@@ -243,7 +245,7 @@ def test_ground_truth_metrics_refuse_mismatched_shapes(
     case: PhantomCase, truth_masks: RegionMasks
 ) -> None:
     with pytest.raises(InputError, match="differ in shape"):
-        reference_metrics(case.uldct.array[:4], case.clean_ld.array, truth_masks, W)
+        reference_metrics(case.uldct.array[:4], case.clean_ld.array, truth_masks, window=W)
 
 
 def test_library_evaluation_on_arrays_as_the_demo_calls_it(case: PhantomCase) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.models import MODELS, build
 from ipv2.models.ffm import FFM, FrequencyMixer
 
@@ -32,15 +32,15 @@ def test_shape_preserved(name: str, channels: int) -> None:
     assert call(model, x).shape == x.shape
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "regressor"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "redcnn"])
 def test_sizes_not_divisible_by_stride_are_refused(name: str) -> None:
     model = tiny(name)
     with pytest.raises(InputError, match="divisible by"):
         call(model, torch.randn(1, 1, 33, 32))
 
 
-def test_regressor_takes_any_size() -> None:
-    model = tiny("regressor").eval()
+def test_redcnn_takes_any_size() -> None:
+    model = tiny("redcnn").eval()
     assert call(model, torch.randn(1, 1, 33, 17)).shape == (1, 1, 33, 17)
 
 
@@ -104,3 +104,11 @@ def test_registry_refuses_unknown_names() -> None:
         build("resnet")
     with pytest.raises(InputError, match="no hyper-parameter"):
         build("unet", depth=3)
+
+
+def test_renamed_network_still_builds_from_its_old_name() -> None:
+    """model.json files written before the rename say "regressor"; they must keep loading."""
+    old = build("regressor", width=8)
+    assert old.arch == "redcnn" and type(old) is type(build("redcnn", width=8))
+    with pytest.raises(InputError, match="unknown network"):
+        build("regresor")

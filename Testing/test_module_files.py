@@ -79,7 +79,7 @@ def test_cmake_lists_exactly_the_module_files(module: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("module", PRESENT)
 def test_module_file_stays_a_thin_shell(module: str) -> None:
     lines = (REPO / module / f"{module}.py").read_text().splitlines()
-    assert len(lines) < 360, f"{module}.py has {len(lines)} lines; move logic into ipv2.mrml"
+    assert len(lines) < 360, f"{module}.py has {len(lines)} lines; move logic into ipv2.slicer"
 
 
 def test_extension_cmake_and_index_entry() -> None:
@@ -127,7 +127,7 @@ def test_module_files_import_nothing_slicer_lacks_before_first_use() -> None:
         for node in t.body
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ipv2")
     }
-    assert "ipv2.mrml.denoise_logic" in modules and "ipv2.mrml.train_logic" in modules
+    assert "ipv2.slicer.denoise_logic" in modules and "ipv2.slicer.train_logic" in modules
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in sorted(modules))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ipv2.errors import InputError
-from ipv2.padding import check_ct_range, detect_padding
+from ipv2.core.errors import InputError
+from ipv2.core.padding import check_ct_range, detect_padding
 from ipv2.phantom import make_phantom
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import montage, write_png
 

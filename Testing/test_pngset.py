@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ipv2.errors import InputError
-from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
-from ipv2.pngset import list_png_pairs, read_gray8, read_png_pair, write_png_pair
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.io.png_layout import list_png_pairs, read_gray8, read_png_pair, write_png_pair
 
 
 def _save(path: Path, arr: np.ndarray, vector: bool = False) -> None:
@@ -20,7 +20,7 @@ def _save(path: Path, arr: np.ndarray, vector: bool = False) -> None:
 
 def test_round_trip_through_window(tmp_path: Path) -> None:
     hu = np.linspace(-1024, 1024, 32 * 40, dtype=np.float32).reshape(32, 40)
-    pair = write_png_pair(tmp_path, "train", "p001_s01", hu, hu + 100.0)
+    pair = write_png_pair(tmp_path, "train", "p001_s01", u=hu, n=hu + 100.0)
     gray = read_gray8(pair.lq)
     assert gray.dtype == np.uint8 and gray.min() == 0 and gray.max() == 255
     u, _n = read_png_pair(list_png_pairs(tmp_path)[0])
@@ -36,7 +36,7 @@ def test_round_trip_through_window(tmp_path: Path) -> None:
 def test_pairing_and_order(tmp_path: Path) -> None:
     img = np.zeros((8, 8), np.float32)
     for split, name in (("train", "b"), ("train", "a"), ("test", "c")):
-        write_png_pair(tmp_path, split, name, img, img)
+        write_png_pair(tmp_path, split, name, u=img, n=img)
     pairs = list_png_pairs(tmp_path)
     assert [(p.split, p.name) for p in pairs] == [("train", "a"), ("train", "b"), ("test", "c")]
 

@@ -10,10 +10,10 @@ import pytest
 import SimpleITK as sitk
 
 from ipv2.cli import main
+from ipv2.core.volume import Volume
+from ipv2.io.png_layout import write_png_pair
+from ipv2.io.volumes import read_volume, write_volume
 from ipv2.phantom import make_phantom
-from ipv2.pngset import write_png_pair
-from ipv2.volume import Volume
-from ipv2.volume_io import read_volume, write_volume
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_purify_ipv2_with_weak_and_missing_simulator(
     out2 = tmp_path / "b"
     status = main([*base, "--modules", "1,2", "--out-dir", str(out2), "--quiet"])
     try:
-        import ipv2.lowdose  # noqa: F401
+        import ipv2.simulation  # noqa: F401
     except ModuleNotFoundError:
         assert status == 1 and not out2.exists()
     else:
@@ -123,7 +123,7 @@ def test_build_dataset_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     img = np.full((16, 16), -1000.0, np.float32)
     img[4:12, 4:12] = 40.0
     for i in range(4):
-        write_png_pair(tmp_path / "src", "train", f"x{i}", img, img)
+        write_png_pair(tmp_path / "src", "train", f"x{i}", u=img, n=img)
     out = tmp_path / "ds"
     args = [
         "build-dataset",
@@ -139,7 +139,7 @@ def test_build_dataset_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main([*args, "--quiet"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["split"]["seed"] == 3 and len(manifest["cases"]) == 4
-    write_png_pair(tmp_path / "bad", "val", "y", img, np.zeros((16, 17), np.float32) - 1000)
+    write_png_pair(tmp_path / "bad", "val", "y", u=img, n=np.zeros((16, 17), np.float32) - 1000)
     assert main(["build-dataset", str(tmp_path / "bad"), "--out", str(tmp_path / "ds2")]) == 1
     assert "different sizes" in capsys.readouterr().err and not (tmp_path / "ds2").exists()
 
@@ -172,9 +172,9 @@ def test_purify_applies_a_weak_denoiser_checkpoint(
     pair_files: dict[str, Path], tmp_path: Path
 ) -> None:
     """Module 3 from a checkpoint: W = weak(U) is computed, then L*W + (1-L)*N."""
-    from ipv2.checkpoint import load_checkpoint
-    from ipv2.infer import denoise_volume
-    from ipv2.selftest import tiny_checkpoint
+    from ipv2.inference.denoise import denoise_volume
+    from ipv2.io.checkpoints import load_checkpoint
+    from ipv2.slicer.selftest import tiny_checkpoint
 
     weak = tiny_checkpoint(tmp_path / "weak", arch="regressor")
     out = tmp_path / "out"

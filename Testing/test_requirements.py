@@ -6,7 +6,7 @@ import importlib.metadata
 
 import pytest
 
-from ipv2.requirements import (
+from ipv2.slicer.requirements import (
     ENGINE_REQUIREMENTS,
     Requirement,
     confirmation_text,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ipv2.cli import main
-from ipv2.lowdose.phantoms import chest_slice
-from ipv2.volume import Volume
-from ipv2.volume_io import read_volume, write_volume
+from ipv2.core.volume import Volume
+from ipv2.io.volumes import read_volume, write_volume
+from ipv2.simulation.phantoms import chest_slice
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 from scipy import ndimage
 
-from ipv2.checkpoint import load_checkpoint
-from ipv2.errors import InputError, OutputExistsError
-from ipv2.events import Reporter
-from ipv2.train import TrainConfig, train
+from ipv2.core.errors import InputError, OutputExistsError
+from ipv2.core.events import Reporter
+from ipv2.io.checkpoints import load_checkpoint
+from ipv2.training import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -117,7 +117,7 @@ def test_training_writes_checkpoints_and_events(tmp_path: Path) -> None:
 def test_step_budget_then_resume_is_exact(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "ds")
     base = dict(
-        data=str(data), model="regressor", model_params={"width": 8}, epochs=3,
+        data=str(data), model="redcnn", model_params={"width": 8}, epochs=3,
         batch_size=2, lr=1e-3, crop=16, flips=True, val_limit=1, threads=1,
     )  # fmt: skip
     train(TrainConfig(output=str(tmp_path / "a"), **base))  # type: ignore[arg-type]
@@ -139,7 +139,7 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
         train(TrainConfig(data=str(data), output=str(tmp_path / "r2"), model="unet",
                           model_params={"base": 8, "mults": [1, 2]}, crop=15))  # fmt: skip
     with pytest.raises(InputError, match="batch size"):
-        train(TrainConfig(data=str(data), output=str(tmp_path / "r3"), model="regressor",
+        train(TrainConfig(data=str(data), output=str(tmp_path / "r3"), model="redcnn",
                           batch_size=64))  # fmt: skip
     assert not (tmp_path / "r3").exists()  # nothing is created before the checks pass
     with pytest.raises(InputError, match="cannot resume"):

@@ -12,15 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ipv2.checkpoint import load_checkpoint
 from ipv2.cli import build_parser
-from ipv2.mrml.curves import COLUMNS
-from ipv2.mrml.train_logic import TrainLogicMixin
+from ipv2.io.checkpoints import load_checkpoint
+from ipv2.io.volumes import write_volume
 from ipv2.phantom import make_phantom
-from ipv2.runs import EventFollower, RunFolder, TrainingRun
-from ipv2.selftest import write_phantom_pairs
-from ipv2.train import latest_checkpoint
-from ipv2.training_plan import (
+from ipv2.runtime.runs import EventFollower, RunFolder, TrainingRun
+from ipv2.slicer.curves import COLUMNS
+from ipv2.slicer.selftest import write_phantom_pairs
+from ipv2.slicer.train_logic import TrainLogicMixin
+from ipv2.slicer.training_plan import (
     DatasetPlan,
     TrainSettings,
     dataset_steps,
@@ -28,7 +28,7 @@ from ipv2.training_plan import (
     launcher,
     train_command,
 )
-from ipv2.volume_io import write_volume
+from ipv2.training import latest_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def pairs_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset(pairs_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ipv2.dataset_build import BuildConfig, build_dataset
-    from ipv2.purify import Recipe
+    from ipv2.data.build import BuildConfig, build_dataset
+    from ipv2.purification.recipe import Recipe
 
     out = tmp_path_factory.mktemp("ds") / "ds"
     build_dataset(pairs_csv, out, BuildConfig(recipe=Recipe.for_strategy("ipv1")))
@@ -73,14 +73,14 @@ def test_planned_commands_are_accepted_by_the_real_cli() -> None:
         args = parser.parse_args(command)
         assert args.run is not None
     assert (
-        "--weak" in steps[2][1]
-        and steps[2][1][steps[2][1].index("--weak") + 1] == "ds-weak-denoiser/final"
+        "--weak-denoiser" in steps[2][1]
+        and steps[2][1][steps[2][1].index("--weak-denoiser") + 1] == "ds-weak-denoiser/final"
     )
     assert (
         len(dataset_steps(DatasetPlan(source="s", out_dir="d", strategy="ipv1", modules=()))) == 1
     )
-    settings = TrainSettings(data="ds", output="run", model="regressor", base=16, crop=32, gpus=1)
-    assert parser.parse_args(train_command(settings)).model == "regressor"
+    settings = TrainSettings(data="ds", output="run", model="redcnn", base=16, crop=32, gpus=1)
+    assert parser.parse_args(train_command(settings)).model == "redcnn"
     assert parser.parse_args(train_command(settings, resume=True)).resume
     assert launcher(1) == [] and launcher(4)[-1] == "4"
 
@@ -89,7 +89,7 @@ def _panel(dataset: Path, output: Path, **extra):  # type: ignore[no-untyped-def
     values = dict(
         datasetFolder=str(dataset),
         outputFolder=str(output),
-        architecture="regressor",
+        architecture="redcnn",
         epochs=500,
         batchSize=2,
         learningRate=1e-3,
@@ -200,8 +200,8 @@ def test_event_follower_never_returns_half_a_line(tmp_path: Path) -> None:
 
 
 def test_scene_pairs_are_exported_as_a_manifest(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from ipv2.errors import InputError
-    from ipv2.mrml import node_from_volume
+    from ipv2.core.errors import InputError
+    from ipv2.slicer import node_from_volume
 
     case = make_phantom(size=32, slices=2, seed=3)
     u = node_from_volume(case.uldct, "u", scene)
@@ -236,7 +236,7 @@ def test_planned_dataset_build_with_module_3_runs_as_jobs(pairs_csv: Path, tmp_p
         modules=(1, 2, 3),
         weak_epochs=1,
         weak_crop=32,
-        weak_model="regressor",
+        weak_model="redcnn",
         weak_base=8,
         device="cpu",
         match_uldct=False,  # 64 px phantoms are too coarse to measure lung noise
@@ -255,10 +255,10 @@ def test_planned_dataset_build_with_module_3_runs_as_jobs(pairs_csv: Path, tmp_p
 
 
 def test_the_datasets_hu_window_travels_into_the_model(pairs_csv: Path, tmp_path: Path) -> None:
-    from ipv2.dataset_build import BuildConfig, build_dataset
-    from ipv2.intensity import HUWindow
-    from ipv2.purify import Recipe
-    from ipv2.train import TrainConfig, train
+    from ipv2.core.hu_window import HUWindow
+    from ipv2.data.build import BuildConfig, build_dataset
+    from ipv2.purification.recipe import Recipe
+    from ipv2.training import TrainConfig, train
 
     window = HUWindow(-1200.0, 600.0)
     build_dataset(
@@ -267,7 +267,7 @@ def test_the_datasets_hu_window_travels_into_the_model(pairs_csv: Path, tmp_path
     config = TrainConfig(
         data=str(tmp_path / "ds"),
         output=str(tmp_path / "run"),
-        model="regressor",
+        model="redcnn",
         model_params={"width": 8},
         max_steps=1,
         crop=32,

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from factories import oblique_volume, write_dicom_series
 
-from ipv2.errors import InputError, OutputExistsError
-from ipv2.volume import Volume
-from ipv2.volume_io import list_dicom_series, read_volume, write_volume
+from ipv2.core.errors import InputError, OutputExistsError
+from ipv2.core.volume import Volume
+from ipv2.io.volumes import list_dicom_series, read_volume, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".nii.gz", ".mha"])

@@ -12,10 +12,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
+from ipv2.core.volume import Volume
+from ipv2.inference.weak_denoiser import weak_denoise
 from ipv2.phantom import PhantomCase, make_phantom
-from ipv2.train import TrainConfig, train, weak_denoise
-from ipv2.volume import Volume
+from ipv2.training import TrainConfig, train
 
 torch.set_num_threads(1)
 SIZE, SLICES = 64, 6
@@ -29,10 +30,10 @@ def lung_noise(
 
 
 class Simulator:
-    """sim(N) through ipv2.lowdose, its dose calibrated once so the simulated lung noise
+    """sim(N) through ipv2.simulation, its dose calibrated once so the simulated lung noise
     matches the noise measured in a phantom uLDCT (method.md section 4, "calibration").
 
-    Without ipv2.lowdose a stand-in (white noise blurred by 0.8 px, same lung noise) is
+    Without ipv2.simulation a stand-in (white noise blurred by 0.8 px, same lung noise) is
     used; it is deliberately not the phantom's own noise model either, so the test still
     asks the network to generalise from simulated to "real" noise as Module 3 does.
     """
@@ -41,12 +42,12 @@ class Simulator:
         self.target = lung_noise(
             reference.uldct.array, reference.clean_ld.array, reference.masks_ld.lung
         )
-        self.lowdose = importlib.import_module("ipv2.lowdose")
+        self.lowdose = importlib.import_module("ipv2.simulation")
         self.dose = None
         if hasattr(self.lowdose, "calibrate_to_noise"):
             ndct = reference.ndct
             cal = self.lowdose.calibrate_to_noise(
-                ndct.array, ndct.pixel_size_mm, self.lowdose.PhysicsParams(), self.target,
+                ndct.array, ndct.pixel_size_mm, self.lowdose.PhysicsParams(), target_hu=self.target,
                 roi=reference.masks_ref.lung,
             )  # fmt: skip
             self.dose = cal.dose_fraction
@@ -55,7 +56,7 @@ class Simulator:
         if self.dose is not None:
             params = self.lowdose.PhysicsParams(dose_fraction=self.dose)
             return np.asarray(
-                self.lowdose.simulate_slices(ndct.array, ndct.pixel_size_mm, params, seed),
+                self.lowdose.simulate_slices(ndct.array, ndct.pixel_size_mm, params, seed=seed),
                 np.float32,
             )
         rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def test_weak_denoiser_lowers_lung_noise_of_real_style_uldct(tmp_path: Path) -> 
     data = phantom_dataset(tmp_path / "ds")
     cfg = TrainConfig(
         data=str(data), output=str(tmp_path / "weak"), model="regressor",
-        model_params={"width": 24}, scheme="regression", weak=True, epochs=40,
+        model_params={"width": 24}, scheme="regression", weak_denoiser=True, epochs=40,
         batch_size=4, lr=1e-3, crop=32, flips=True, val_every=10, val_limit=2, threads=1,
     )  # fmt: skip
     result = train(cfg)
@@ -119,6 +120,10 @@ def test_weak_requires_the_regression_scheme(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="regression"):
         train(
             TrainConfig(
-                data=str(data), output=str(tmp_path / "w"), model="unet", scheme="flow", weak=True
+                data=str(data),
+                output=str(tmp_path / "w"),
+                model="unet",
+                scheme="flow",
+                weak_denoiser=True,
             )
         )

@@ -16,8 +16,8 @@ import time
 import torch
 from torch import Tensor, nn
 
-from ipv2.devices import resolve_device
-from ipv2.events import Reporter
+from ipv2.core.devices import resolve_device
+from ipv2.core.events import Reporter
 from ipv2.models.ffm import FrequencyMixer
 
 

@@ -13,9 +13,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ipv2.cli.common import add_device_option
-from ipv2.devices import resolve_device
-from ipv2.events import Reporter
+from ipv2.core.devices import add_device_option, resolve_device
+from ipv2.core.events import Reporter
 from ipv2.models.registry import MODELS, build
 from ipv2.schemes.registry import make_scheme
 
@@ -35,7 +34,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _inputs(
-    model: torch.nn.Module, size: int, batch: int, device: torch.device
+    model: torch.nn.Module, size: int, batch: int, *, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
     channels = int(getattr(model, "in_channels", 1))
     x = torch.randn(batch, channels, size, size, device=device)
@@ -45,7 +44,7 @@ def _inputs(
 
 
 def _time_forward(
-    model: torch.nn.Module, args: tuple[torch.Tensor, ...], repeats: int, device: torch.device
+    model: torch.nn.Module, args: tuple[torch.Tensor, ...], repeats: int, *, device: torch.device
 ) -> float:
     with torch.no_grad():
         model(*args)
@@ -91,12 +90,12 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         params = sum(p.numel() for p in model.parameters())
         row: dict[str, object] = {"model": name, "params_m": round(params / 1e6, 3)}
         for size in args.sizes:
-            inputs = _inputs(model, size, 1, device)
+            inputs = _inputs(model, size, 1, device=device)
             counter = FlopCounterMode(display=False)
             with counter, torch.no_grad():
                 model(*inputs)
             row[f"gflop_{size}"] = round(counter.get_total_flops() / 1e9, 2)
-            row[f"ms_{size}"] = round(_time_forward(model, inputs, args.repeats, device), 2)
+            row[f"ms_{size}"] = round(_time_forward(model, inputs, args.repeats, device=device), 2)
         rows.append(row)
     rate = (
         _train_rate(device, args.train_steps, args.base)

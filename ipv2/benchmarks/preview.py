@@ -1,6 +1,6 @@
 """``ipv2 bench preview``: the IPv2Denoise live mask preview on one 512 x 512 slice.
 
-Times :func:`ipv2.mrml.workflows.preview_slice` end to end on a real MRML scene (the
+Times :func:`ipv2.slicer.workflows.preview_slice` end to end on a real MRML scene (the
 ``slicer-core`` wheel outside Slicer): slice read from the node's buffer, masks for
 uLDCT and NDCT, and the segmentation update. Needs the ``test`` extra (slicer-core).
 """
@@ -11,8 +11,8 @@ import argparse
 import statistics
 import time
 
-from ipv2.errors import InputError
-from ipv2.events import Reporter
+from ipv2.core.errors import InputError
+from ipv2.core.events import Reporter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +25,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         import slicer
     except ImportError as exc:
         raise InputError("bench preview needs slicer-core: pip install -e '.[test]'") from exc
-    from ipv2.mrml import node_from_volume
-    from ipv2.mrml.workflows import preview_slice
     from ipv2.phantom import make_phantom
+    from ipv2.slicer import node_from_volume
+    from ipv2.slicer.workflows import preview_slice
 
     case = make_phantom(size=args.size, slices=4, seed=0)
     scene = slicer.vtkMRMLScene()

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ipv2.binary_ops import backend
-from ipv2.events import Reporter
-from ipv2.masks import MaskOptions, dark_mask, purification_masks
-from ipv2.parallel import worker_count
-from ipv2.purify import Recipe, evaluation_label, training_input
+from ipv2.core.binary_ops import backend
+from ipv2.core.events import Reporter
+from ipv2.core.thread_pool import worker_count
+from ipv2.purification.fusion import evaluation_label, training_input
+from ipv2.purification.masks import MaskOptions, dark_mask, purification_masks
+from ipv2.purification.modules import ALL_MODULES
+from ipv2.purification.recipe import Recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,9 +72,7 @@ def phantom_stack(size: int, slices: int) -> tuple[np.ndarray[Any, Any], np.ndar
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     reporter.log(f"rendering phantom slices ({args.size} px)...")
     u, n = phantom_stack(args.size, args.slices)
-    recipe = Recipe(
-        strategy="ipv2", modules=frozenset({1, 2, 3}), masks=MaskOptions(variant=args.variant)
-    )
+    recipe = Recipe(strategy="ipv2", modules=ALL_MODULES, masks=MaskOptions(variant=args.variant))
     s, w = n, u  # stand-ins for sim(N) and weak(U): fusion cost does not depend on values
     ops = backend(args.backend).name
 
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
     def full(uu: np.ndarray[Any, Any], nn: np.ndarray[Any, Any]) -> None:
         m = masks(uu, nn)
-        training_input(recipe, m, uu, nn, s[: len(uu)])
-        evaluation_label(recipe, m, uu, nn, w[: len(uu)])
+        training_input(recipe, m, uu, n=nn, s=s[: len(uu)])
+        evaluation_label(recipe, m, uu, n=nn, w=w[: len(uu)])
 
     figures: dict[str, float] = {}
     figures["single_slice_ms"] = 1e3 * _best(lambda: full(u[:1], n[:1]), args.repeats * 5)
@@ -100,7 +100,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     figures["fusion_ms_per_slice"] = (
         1e3
         * _best(
-            lambda: (training_input(recipe, m, u, n, s), evaluation_label(recipe, m, u, n, w)),
+            lambda: (
+                training_input(recipe, m, u, n=n, s=s),
+                evaluation_label(recipe, m, u, n=n, w=w),
+            ),
             args.repeats,
         )
         / args.slices

@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import torch
 
-from ipv2.cli.common import add_device_option
-from ipv2.events import Reporter
-from ipv2.lowdose.params import PhysicsParams
-from ipv2.lowdose.phantoms import chest_slice
-from ipv2.lowdose.physics import simulate_slices
-from ipv2.lowdose.projector import ParallelGeometry, get_projector, resolve_device
+from ipv2.core.devices import add_device_option, resolve_device
+from ipv2.core.events import Reporter
+from ipv2.simulation.params import PhysicsParams
+from ipv2.simulation.phantoms import chest_slice
+from ipv2.simulation.physics import simulate_slices
+from ipv2.simulation.projector import ParallelGeometry, get_projector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,13 +60,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, allow_mps=False)
     size = int(args.size)
     views = int(args.views or size)
     image = chest_slice(size)
     mu = (0.0193 * 0.8 * (1.0 + image / 1000.0)).clip(min=0.0).astype(np.float32)
     batch = torch.from_numpy(np.repeat(mu[None], args.batch, axis=0))
-    geometry = ParallelGeometry.for_image(size, size, views, _skimage_detector_count(size))
+    geometry = ParallelGeometry.for_image(size, size, views, n_det=_skimage_detector_count(size))
 
     t0 = time.perf_counter()
     projector = get_projector(geometry, device)

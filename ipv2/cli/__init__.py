@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ipv2 import __version__
 from ipv2.cli.common import make_reporter
-from ipv2.errors import CancelledError, IPv2Error
+from ipv2.core.errors import CancelledError, IPv2Error
 
 # In --help order: from data to results, then benchmarks.
 COMMANDS: dict[str, str] = {

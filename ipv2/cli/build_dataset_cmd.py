@@ -5,7 +5,7 @@ through an explicit HU window) or a CSV/JSON manifest of paired volumes (columns
 ``uldct``, ``ndct`` and optionally ``patient``, ``split``, ``case``, ``simulated``,
 ``weak``). The output folder follows docs/dataset-format.md. Module 2 simulates sim(N)
 (``--match-uldct`` fits its dose per case); Module 3 needs a weak denoiser checkpoint
-(``--weak``) or precomputed ``weak`` columns, and without one the labels are left out
+(``--weak-denoiser``) or precomputed ``weak`` columns, and without one the labels are left out
 with a warning while everything else is built.
 """
 
@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_events_option
-from ipv2.dataset import DEFAULT_SPLIT_SEED
-from ipv2.dataset_build import BuildConfig, build_dataset
-from ipv2.events import Reporter
-from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
-from ipv2.masks import MaskOptions
-from ipv2.purify import DEFAULT_T, Recipe, parse_modules
+from ipv2.core.events import Reporter
+from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.data.build import BuildConfig, build_dataset
+from ipv2.data.format import DEFAULT_SPLIT_SEED
+from ipv2.purification.masks import MaskOptions
+from ipv2.purification.modules import parse_modules
+from ipv2.purification.recipe import DEFAULT_T, Recipe
 
 
 def register(sub: Any) -> None:
@@ -69,7 +70,14 @@ def register(sub: Any) -> None:
         action="store_true",
         help="fit Module 2's dose per case so the simulated noise matches that case's uLDCT",
     )
-    p.add_argument("--weak", type=Path, default=None, help="weak denoiser checkpoint (Module 3)")
+    p.add_argument(
+        "--weak-denoiser",
+        "--weak",
+        dest="weak_denoiser",
+        type=Path,
+        default=None,
+        help="weak denoiser checkpoint folder (Module 3, Remove Noise)",
+    )
     add_events_option(p)
     p.set_defaults(run=run)
 
@@ -89,9 +97,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         pixel_mm=args.pixel_mm,
         dose_fraction=args.dose,
         match_uldct=args.match_uldct,
-        weak_checkpoint=args.weak,
+        weak_checkpoint=args.weak_denoiser,
     )
-    manifest = build_dataset(args.source, args.out, config, reporter)
+    manifest = build_dataset(args.source, args.out, config, reporter=reporter)
     counts = {s: sum(c["split"] == s for c in manifest["cases"]) for s in ("train", "val", "test")}
     reporter.log(
         f"built {len(manifest['cases'])} cases ({counts['train']}/{counts['val']}/{counts['test']} "

@@ -1,10 +1,15 @@
-"""Options and helpers every subcommand shares."""
+"""Options and helpers every subcommand shares.
+
+``add_device_option`` lives with the device rule in :mod:`ipv2.core.devices` (the benchmarks
+use it too) and is re-exported here for the commands.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ipv2.events import ConsoleReporter, JsonlReporter, Reporter
+from ipv2.core.devices import add_device_option
+from ipv2.core.events import ConsoleReporter, JsonlReporter, Reporter
 
 
 def add_events_option(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +29,4 @@ def make_reporter(args: argparse.Namespace) -> Reporter:
     return ConsoleReporter(quiet=bool(getattr(args, "quiet", False)))
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
-    )
+__all__ = ["add_device_option", "add_events_option", "make_reporter"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_device_option, add_events_option
-from ipv2.events import Reporter
+from ipv2.core.events import Reporter
 
 
 def register(sub: Any) -> None:

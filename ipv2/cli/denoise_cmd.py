@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from ipv2.cli.common import add_device_option, add_events_option
-from ipv2.errors import InputError, OutputExistsError
-from ipv2.events import Reporter
+from ipv2.core.errors import InputError, OutputExistsError
+from ipv2.core.events import Reporter
 
 
 def register(sub: Any) -> None:
@@ -78,10 +78,10 @@ def _batch(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from ipv2.checkpoint import load_checkpoint
-    from ipv2.devices import resolve_device
-    from ipv2.infer import DenoiseOptions, denoise_volume
-    from ipv2.stopping import StopRequest
+    from ipv2.core.devices import resolve_device
+    from ipv2.inference.denoise import DenoiseOptions, denoise_volume
+    from ipv2.io.checkpoints import load_checkpoint
+    from ipv2.runtime.stop_requests import StopRequest
 
     options = DenoiseOptions(
         steps=args.steps, device=args.device, batch_size=_batch(args.batch_size), half=args.half
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         **info.to_json(),
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
-    out = _write_output(result, args, png_names, sidecar)
+    out = _write_output(result, args, png_names, sidecar=sidecar)
     reporter.log(f"wrote {out} ({info.seconds / max(info.slices, 1):.3f} s per slice)")
     reporter.done(status="ok", out=str(out), **info.to_json())
     return 0
@@ -130,8 +130,8 @@ def _png_names(source: Path) -> list[str]:
 
 
 def _check_output(out: Path, source: Path, png_mode: bool) -> None:
-    from ipv2.outputs import check_new_output_dir
-    from ipv2.volume_io import volume_suffix
+    from ipv2.io.atomic import check_new_output_dir
+    from ipv2.io.volumes import volume_suffix
 
     if out.resolve() == source or source in out.resolve().parents:
         raise InputError(f"--out {out} would write into the input; choose a separate location")
@@ -153,18 +153,18 @@ def _check_output(out: Path, source: Path, png_mode: bool) -> None:
 
 
 def _sidecar_name(out: Path) -> str:
-    from ipv2.volume_io import volume_suffix
+    from ipv2.io.volumes import volume_suffix
 
     suffix = volume_suffix(out) or out.suffix
     return out.name[: -len(suffix)] + ".json"
 
 
 def _read_input(source: Path, args: argparse.Namespace, png_names: list[str]) -> Any:
-    from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
-    from ipv2.padding import check_ct_range, detect_padding
-    from ipv2.pngset import read_png_slice
-    from ipv2.volume import Volume
-    from ipv2.volume_io import read_volume
+    from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+    from ipv2.core.padding import check_ct_range, detect_padding
+    from ipv2.core.volume import Volume
+    from ipv2.io.png_layout import read_png_slice
+    from ipv2.io.volumes import read_volume
 
     if png_names:
         window = HUWindow(*args.png_window) if args.png_window else DEFAULT_PNG_WINDOW
@@ -179,12 +179,12 @@ def _read_input(source: Path, args: argparse.Namespace, png_names: list[str]) ->
 
 
 def _write_output(
-    result: Any, args: argparse.Namespace, png_names: list[str], sidecar: dict[str, Any]
+    result: Any, args: argparse.Namespace, png_names: list[str], *, sidecar: dict[str, Any]
 ) -> Path:
-    from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
-    from ipv2.outputs import atomic_output_dir, write_json_atomic
-    from ipv2.pngset import write_png_slice
-    from ipv2.volume_io import write_volume
+    from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+    from ipv2.io.atomic import atomic_output_dir, write_json_atomic
+    from ipv2.io.png_layout import write_png_slice
+    from ipv2.io.volumes import write_volume
 
     if png_names:
         window = HUWindow(*args.png_window) if args.png_window else DEFAULT_PNG_WINDOW

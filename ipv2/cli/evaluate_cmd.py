@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_device_option, add_events_option
-from ipv2.errors import InputError, OutputExistsError
-from ipv2.events import Reporter
-from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.core.errors import InputError, OutputExistsError
+from ipv2.core.events import Reporter
+from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.io.atomic import atomic_text_file, write_json_atomic
 from ipv2.metrics.distances import STANDARD_KID_SUBSET, STANDARD_KID_SUBSETS
 from ipv2.metrics.evaluate import (
     EXTRACTOR_FOR,
@@ -37,7 +36,6 @@ from ipv2.metrics.evaluate import (
 from ipv2.metrics.features import FeatureExtractor, PixelStatsExtractor
 from ipv2.metrics.imagesets import load_image_set, read_label_maps
 from ipv2.metrics.reference import DEFAULT_ERODE_PX
-from ipv2.outputs import publish_permissions, write_json_atomic
 
 TABLE_KEYS = (
     "slices",
@@ -141,7 +139,7 @@ def build_extractors(
             level="warning",
         )
         return {key: PixelStatsExtractor(seed=args.seed) for key in needed}
-    from ipv2.devices import resolve_device
+    from ipv2.core.devices import resolve_device
     from ipv2.metrics.pretrained import ClipExtractor, InceptionExtractor
 
     device = str(resolve_device(args.device))
@@ -177,17 +175,10 @@ def write_csv(path: Path, result: EvaluationResult) -> None:
     """One row per case plus the 'all' row, written through a temporary file and a rename."""
     rows = [clean_json(r) for r in [*result.rows, result.summary]]
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        publish_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_file(path, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -213,7 +204,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     label = load_image_set(args.label, "label", png_window) if args.label else None
     truth = load_image_set(args.truth, "truth", png_window) if args.truth else None
     masks = read_label_maps(args.masks) if args.masks else None
-    result = evaluate(pred, options, label, truth, extractors, masks, reporter)
+    result = evaluate(
+        pred, options, label, truth=truth, extractors=extractors, masks=masks, reporter=reporter
+    )
     report = {
         "inputs": {
             "pred": args.pred,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_events_option
-from ipv2.events import Reporter
-from ipv2.outputs import atomic_output_dir
+from ipv2.core.events import Reporter
+from ipv2.io.atomic import atomic_output_dir
 
 
 def register(sub: Any) -> None:
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from ipv2.errors import InputError
+    from ipv2.core.errors import InputError
     from ipv2.phantom import make_phantom
     from ipv2.phantom.export import write_case
 

@@ -17,15 +17,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from ipv2.cli.common import add_events_option
-from ipv2.dataset_build import find_simulator, find_weak_denoiser
-from ipv2.errors import InputError
-from ipv2.events import Reporter
-from ipv2.masks import MaskOptions
-from ipv2.outputs import atomic_output_dir, write_json_atomic
-from ipv2.padding import check_ct_range, detect_padding
-from ipv2.purify import DEFAULT_T, Recipe, parse_modules, purify_pair
-from ipv2.volume import Volume
-from ipv2.volume_io import VOLUME_SUFFIXES, read_volume, to_sitk, write_volume
+from ipv2.core.errors import InputError
+from ipv2.core.events import Reporter
+from ipv2.core.padding import check_ct_range, detect_padding
+from ipv2.core.volume import Volume
+from ipv2.inference.weak_denoiser import load_weak_denoiser
+from ipv2.io.atomic import atomic_output_dir, write_json_atomic
+from ipv2.io.volumes import VOLUME_SUFFIXES, read_volume, to_sitk, write_volume
+from ipv2.purification.masks import MaskOptions
+from ipv2.purification.modules import parse_modules
+from ipv2.purification.pipeline import purify_pair
+from ipv2.purification.recipe import DEFAULT_T, Recipe
+from ipv2.simulation.simulator import Simulator
 
 
 def register(sub: Any) -> None:
@@ -45,8 +48,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--simulated", "-S", help="simulated low-dose S = sim(N) (Module 2)")
     p.add_argument(
+        "--weak-denoiser",
         "--weak",
         "-W",
+        dest="weak",
         help="Module 3: a weak denoiser checkpoint folder (applied to U), or a W = weak(U) volume",
     )
     p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
@@ -91,7 +96,7 @@ def resample_onto(moving: Volume, reference: Volume) -> Volume:
 
 
 def _load(
-    path: str, what: str, u: Volume | None, resample: bool, log: list[str] | None = None
+    path: str, what: str, u: Volume | None, *, resample: bool, log: list[str] | None = None
 ) -> Volume:
     vol = read_volume(path)
     check_ct_range(vol.array, detect_padding(vol.array).mask, f"{what} ({path})")
@@ -119,32 +124,38 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     recipe = Recipe.for_strategy(
         args.strategy, modules, t=args.t, feather_px=args.feather, masks=masks
     )
-    u = _load(args.uldct, "U", None, False)
+    u = _load(args.uldct, "U", None, resample=False)
     resampled: list[str] = []
-    n = _load(args.ndct, "N", u, args.resample, resampled)
-    sim = _load(args.simulated, "S", u, args.resample, resampled) if args.simulated else None
-    weak = None
+    n = _load(args.ndct, "N", u, resample=args.resample, log=resampled)
+    sim = (
+        _load(args.simulated, "S", u, resample=args.resample, log=resampled)
+        if args.simulated
+        else None
+    )
+    weak = weak_denoiser = None
     if args.weak and (Path(args.weak) / "model.json").is_file():
-        denoise, why = find_weak_denoiser(Path(args.weak))
-        assert denoise is not None
-        reporter.log(f"weakly denoising U with {why}")
-        weak = denoise(u)
+        weak_denoiser = load_weak_denoiser(args.weak)
     elif args.weak:
-        weak = _load(args.weak, "W", u, args.resample, resampled)
-    sim_note = "given" if sim is not None else None
-    if recipe.needs_simulated and sim is None:
-        simulate, why = find_simulator(args.dose)
-        if simulate is None:
-            raise InputError(f"Module 2 needs the simulated S = sim(N): give --simulated S ({why})")
-        reporter.log(f"simulating S from N with {why}")
-        sim, sim_note = simulate(n, 0, u), why
-    if recipe.needs_weak and weak is None:
-        raise InputError(
-            "Module 3 needs the weakly denoised W = weak(U): give --weak with a weak denoiser "
-            "checkpoint (train one with ipv2 train --weak) or a precomputed W volume"
-        )
+        weak = _load(args.weak, "W", u, resample=args.resample, log=resampled)
+    simulator = None if sim is not None else Simulator.for_dose(args.dose)
+    if recipe.needs_simulated and simulator is not None:
+        reporter.log(f"simulating S from N with {simulator.description}")
+    if recipe.needs_weak and weak_denoiser is not None:
+        reporter.log(f"weakly denoising U with {weak_denoiser.description}")
     reporter.progress("purify", 0, 1)
-    result = purify_pair(u, n, recipe, sim, weak)
+    result = purify_pair(
+        u,
+        n,
+        recipe,
+        simulated=sim,
+        weak=weak,
+        simulate=simulator,
+        weak_denoise=weak_denoiser,
+        require_all=True,
+    )
+    sim_note = "given" if sim is not None else None
+    if result.sources.get("S") == "simulated from N" and simulator is not None:
+        sim_note = simulator.description
     ext = "." + args.format
     report: dict[str, Any] = {
         "inputs": {
@@ -167,8 +178,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if result.evaluation_label is not None:
             write_volume(result.evaluation_label, tmp / f"eval_label{ext}")
             outputs["evaluation_label"] = f"eval_label{ext}"
-        if sim is not None and args.simulated is None:
-            write_volume(sim, tmp / f"simulated{ext}")
+        if result.simulated is not None and args.simulated is None:
+            write_volume(result.simulated, tmp / f"simulated{ext}")
             outputs["simulated"] = f"simulated{ext}"
         report["outputs"] = outputs
         write_json_atomic(tmp / "report.json", report)

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_device_option, add_events_option
-from ipv2.errors import InputError, OutputExistsError
-from ipv2.events import Reporter
-from ipv2.lowdose.filters import FILTERS
-from ipv2.lowdose.params import PhysicsParams
-from ipv2.lowdose.regions import REGIONS
-from ipv2.lowdose.volume_sim import MODES, simulate_volume
-from ipv2.outputs import write_json_atomic
-from ipv2.volume_io import read_volume, volume_suffix, write_volume
+from ipv2.core.errors import InputError, OutputExistsError
+from ipv2.core.events import Reporter
+from ipv2.io.atomic import write_json_atomic
+from ipv2.io.volumes import read_volume, volume_suffix, write_volume
+from ipv2.simulation.filters import FILTERS
+from ipv2.simulation.params import PhysicsParams
+from ipv2.simulation.regions import REGIONS
+from ipv2.simulation.volume_sim import MODES, simulate_volume
 
 _DEFAULTS = PhysicsParams()
 

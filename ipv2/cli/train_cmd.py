@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from ipv2.cli.common import add_device_option, add_events_option
-from ipv2.errors import InputError
-from ipv2.events import JsonlReporter, Reporter
+from ipv2.core.errors import InputError
+from ipv2.core.events import JsonlReporter, Reporter
 
 _DEFAULTS: dict[str, Any] = {}
 
@@ -22,7 +22,7 @@ _DEFAULTS: dict[str, Any] = {}
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "train",
-        help="train FFM, FM, CoreDiff, Cold Diffusion or a regressor",
+        help="train FFM, FM, CoreDiff, Cold Diffusion or RED-CNN (the weak denoiser)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,7 +70,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
+        "--weak-denoiser",
         "--weak",
+        dest="weak_denoiser",
         action="store_true",
         help="Module 3: train the weak denoiser on (sim(N), N) with --scheme regression",
     )
@@ -125,7 +127,7 @@ def _list_models(reporter: Reporter) -> int:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from ipv2.train.config import TrainConfig
+    from ipv2.training.config import TrainConfig
 
     if not args.data or not args.output:
         raise InputError(
@@ -160,7 +162,7 @@ def build_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         device=args.device,
         threads=args.threads or 0,
-        weak=args.weak,
+        weak_denoiser=args.weak_denoiser,
         sim_dose=args.sim_dose,
         train_kinds=list(args.train_kinds or []),
         val_kinds=list(args.val_kinds or []),
@@ -170,7 +172,7 @@ def build_config(args: argparse.Namespace) -> Any:
 def resume_config(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from ipv2.train.config import TrainConfig
+    from ipv2.training.config import TrainConfig
 
     if not args.output:
         raise InputError("--resume needs --output RUN_FOLDER (the folder of the run to continue)")
@@ -191,7 +193,7 @@ def resume_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.list_models:
         return _list_models(reporter)
-    from ipv2.train.loop import train
+    from ipv2.training.loop import train
 
     cfg = resume_config(args) if args.resume else build_config(args)
     result = train(cfg, reporter, resume=bool(args.resume))

@@ -18,19 +18,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ipv2.checkpoint import load_checkpoint
-from ipv2.dataset_build import BuildConfig, build_dataset
-from ipv2.errors import InputError
-from ipv2.events import Reporter
-from ipv2.infer import DenoiseOptions, denoise_volume
-from ipv2.intensity import HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.events import Reporter
+from ipv2.core.hu_window import HUWindow
+from ipv2.core.volume import Volume
+from ipv2.data.build import BuildConfig, build_dataset
+from ipv2.inference.denoise import DenoiseOptions, denoise_volume
+from ipv2.io.atomic import atomic_output_dir, write_json_atomic
+from ipv2.io.checkpoints import load_checkpoint
 from ipv2.metrics import RegionMasks, reference_metrics
-from ipv2.outputs import atomic_output_dir, write_json_atomic
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import write_case
-from ipv2.purify import Recipe
-from ipv2.train import TrainConfig, latest_checkpoint, train
-from ipv2.volume import Volume
+from ipv2.purification.recipe import Recipe
+from ipv2.training import TrainConfig, latest_checkpoint, train
 
 STRATEGIES = ("ipv1", "ipv2")
 
@@ -105,7 +105,13 @@ def _write_phantoms(config: DemoConfig, root: Path, reporter: Reporter) -> list[
 
 
 def _train(
-    config: DemoConfig, data: Path, out: Path, reporter: Reporter, steps: int, weak: bool
+    config: DemoConfig,
+    data: Path,
+    out: Path,
+    reporter: Reporter,
+    *,
+    steps: int,
+    weak_denoiser: bool,
 ) -> Path:
     cfg = TrainConfig(
         data=str(data),
@@ -123,7 +129,7 @@ def _train(
         seed=config.seed,
         device=config.device,
         threads=config.threads,
-        weak=weak,
+        weak_denoiser=weak_denoiser,
         log_every=max(1, steps // 20),
     )
     result = train(cfg, reporter)
@@ -154,11 +160,16 @@ def run_demo(
             "building the IPv2 training set (Module 2 fitted to each uLDCT) for the weak denoiser"
         )
         stage1 = BuildConfig(recipe=ipv2_recipe, match_uldct=True, window=window)
-        build_dataset(data / "pairs.csv", root / "dataset-ipv2-sim", stage1, rep)
+        build_dataset(data / "pairs.csv", root / "dataset-ipv2-sim", stage1, reporter=rep)
         clock.lap("simulation")
         rep.log("training the weak denoiser (Module 3) on (sim(N), N)")
         weak = _train(
-            config, root / "dataset-ipv2-sim", root / "weak-denoiser", rep, config.weak_steps, True
+            config,
+            root / "dataset-ipv2-sim",
+            root / "weak-denoiser",
+            rep,
+            steps=config.weak_steps,
+            weak_denoiser=True,
         )
         clock.lap("weak denoiser")
         datasets = {
@@ -166,7 +177,7 @@ def run_demo(
                 data / "pairs.csv",
                 root / "dataset-ipv1",
                 BuildConfig(recipe=Recipe.for_strategy("ipv1"), window=window),
-                rep,
+                reporter=rep,
             ),
             "ipv2": build_dataset(
                 data / "pairs.csv",
@@ -174,7 +185,7 @@ def run_demo(
                 BuildConfig(
                     recipe=ipv2_recipe, match_uldct=True, window=window, weak_checkpoint=weak
                 ),
-                rep,
+                reporter=rep,
             ),
         }
         clock.lap("datasets")
@@ -184,7 +195,12 @@ def run_demo(
                 f"training FFM on the {name.replace('ipv', 'IPv')} dataset ({config.steps} steps)"
             )
             models[name] = _train(
-                config, root / f"dataset-{name}", root / f"model-{name}", rep, config.steps, False
+                config,
+                root / f"dataset-{name}",
+                root / f"model-{name}",
+                rep,
+                steps=config.steps,
+                weak_denoiser=False,
             )
             clock.lap(f"train {name}")
         test = cases[-1]
@@ -201,12 +217,12 @@ def run_demo(
             outputs[name], _ = denoise_volume(test.uldct, loaded, options, progress=progress)
         clock.lap("denoise")
         labels = _test_labels(root, datasets)
-        metrics = _measure(test, outputs, labels, window)
+        metrics = _measure(test, outputs, labels, window=window)
         metrics["config"] = asdict(config)
         metrics["stage_seconds"] = clock.seconds
         metrics["total_seconds"] = round(sum(clock.seconds.values()), 1)
         write_json_atomic(root / "metrics.json", metrics)
-        write_report(root, test, outputs, labels, metrics)
+        write_report(root, test, outputs, labels=labels, metrics=metrics)
     rep.done(status="ok", out=str(out_dir), **metrics["comparison"])
     return metrics
 
@@ -224,17 +240,19 @@ def _test_labels(root: Path, manifests: dict[str, dict[str, Any]]) -> dict[str, 
 
 
 def _measure(
-    test: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], window: HUWindow
+    test: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], *, window: HUWindow
 ) -> dict[str, Any]:
     regions = RegionMasks.from_regions(test.masks_ld)
     truth = test.clean_ld.array
     rows: dict[str, Any] = {
-        "uldct (input)": reference_metrics(test.uldct.array, truth, regions, window)
+        "uldct (input)": reference_metrics(test.uldct.array, truth, regions, window=window)
     }
     for name, out in outputs.items():
-        row: dict[str, Any] = dict(reference_metrics(out.array, truth, regions, window))
+        row: dict[str, Any] = dict(reference_metrics(out.array, truth, regions, window=window))
         for label_name, label in labels.items():
-            vs = reference_metrics(out.array, label, regions, window, metrics=("psnr", "ssim"))
+            vs = reference_metrics(
+                out.array, label, regions, window=window, metrics=("psnr", "ssim")
+            )
             row[f"psnr_vs_{label_name}_label"] = vs["psnr"]
             row[f"ssim_vs_{label_name}_label"] = vs["ssim"]
         rows[f"{name}-trained FFM"] = row

@@ -18,9 +18,9 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from ipv2.intensity import LUNG_DISPLAY_WINDOW
+from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW
+from ipv2.core.volume import Volume
 from ipv2.phantom import PhantomCase
-from ipv2.volume import Volume
 
 U8 = npt.NDArray[np.uint8]
 SCALE = 2  # display pixels per image pixel
@@ -69,7 +69,7 @@ def _mask_panel(case: PhantomCase, k: int) -> U8:
 
 
 def figure(
-    case: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], k: int
+    case: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], *, k: int
 ) -> Image.Image:
     columns: list[tuple[str, U8]] = [
         ("uLDCT (2% dose)", _gray(case.uldct.array[k])),
@@ -128,11 +128,12 @@ def write_report(
     root: Path,
     case: PhantomCase,
     outputs: dict[str, Volume],
+    *,
     labels: dict[str, Any],
     metrics: dict[str, Any],
 ) -> None:
     k = _best_slice(case)
-    figure(case, outputs, labels, k).save(root / "report.png")
+    figure(case, outputs, labels, k=k).save(root / "report.png")
     (root / "report.html").write_text(_html(metrics, k), encoding="utf-8")
 
 

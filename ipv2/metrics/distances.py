@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import linalg
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 
 Features = npt.NDArray[np.float64]
 
@@ -72,7 +72,7 @@ def _real_sqrtm(matrix: Features) -> Features | None:
 
 
 def frechet_distance(
-    mu1: Features, sigma1: Features, mu2: Features, sigma2: Features, eps: float = 1e-6
+    mu1: Features, sigma1: Features, mu2: Features, *, sigma2: Features, eps: float = 1e-6
 ) -> float:
     """Fréchet distance between two Gaussians, robust to near-singular covariances.
 
@@ -108,7 +108,7 @@ def fid_from_features(pred: npt.ArrayLike, label: npt.ArrayLike) -> float:
     """FID between two feature matrices (rows are images)."""
     mu1, s1 = gaussian_stats(pred, "predictions")
     mu2, s2 = gaussian_stats(label, "labels")
-    return frechet_distance(mu1, s1, mu2, s2)
+    return frechet_distance(mu1, s1, mu2, sigma2=s2)
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,7 @@ def kid(
     pred: npt.ArrayLike,
     label: npt.ArrayLike,
     subsets: int = STANDARD_KID_SUBSETS,
+    *,
     subset_size: int = STANDARD_KID_SUBSET,
     seed: int = 0,
 ) -> KidResult:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ipv2.errors import InputError
-from ipv2.events import Reporter
-from ipv2.intensity import HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.events import Reporter
+from ipv2.core.hu_window import HUWindow
+from ipv2.core.volume import Volume
 from ipv2.metrics.distances import (
     STANDARD_KID_SUBSET,
     STANDARD_KID_SUBSETS,
@@ -27,7 +28,6 @@ from ipv2.metrics.distances import (
 from ipv2.metrics.features import FeatureExtractor, Features
 from ipv2.metrics.imagesets import Case, ImageSet, check_same_layout, pair_cases
 from ipv2.metrics.reference import DEFAULT_ERODE_PX, RegionMasks, reference_metrics
-from ipv2.volume import Volume
 
 DISTRIBUTION_METRICS = ("fid", "kid", "clipfid")
 REFERENCE_METRICS = ("psnr", "ssim", "noise")
@@ -95,7 +95,12 @@ def clean_json(row: Row) -> Row:
 
 
 def _extract(
-    extractor: FeatureExtractor, images: ImageSet, window: HUWindow, reporter: Reporter, what: str
+    extractor: FeatureExtractor,
+    images: ImageSet,
+    window: HUWindow,
+    *,
+    reporter: Reporter,
+    what: str,
 ) -> Features:
     reporter.progress(f"{extractor.name} features ({what})", 0, 1)
     feats = extractor.features(images.all_slices(), window)
@@ -107,6 +112,7 @@ def distribution_metrics(
     pred: ImageSet,
     label: ImageSet,
     options: EvaluationOptions,
+    *,
     extractors: dict[str, FeatureExtractor],
     reporter: Reporter | None = None,
 ) -> tuple[Row, dict[str, object]]:
@@ -119,15 +125,17 @@ def distribution_metrics(
         if key not in extractors:
             raise InputError(f"metric(s) {', '.join(wanted)} need the {key} feature extractor")
         extractor = extractors[key]
-        fp = _extract(extractor, pred, options.window, rep, "predictions")
-        fl = _extract(extractor, label, options.window, rep, "labels")
+        fp = _extract(extractor, pred, options.window, reporter=rep, what="predictions")
+        fl = _extract(extractor, label, options.window, reporter=rep, what="labels")
         conventions[key] = {**extractor.conventions(), "window_hu": options.window.to_json()}
         if key == "clip" and "clipfid" in wanted:
             row["clipfid"] = fid_from_features(fp, fl)
         if key == "inception" and "fid" in wanted:
             row["fid"] = fid_from_features(fp, fl)
         if key == "inception" and "kid" in wanted:
-            result = kid(fp, fl, options.kid_subsets, options.kid_subset_size, options.seed)
+            result = kid(
+                fp, fl, options.kid_subsets, subset_size=options.kid_subset_size, seed=options.seed
+            )
             row.update(result.to_json())
     return row, conventions
 
@@ -153,6 +161,7 @@ def reference_rows(
     pred: ImageSet,
     truth: ImageSet,
     options: EvaluationOptions,
+    *,
     masks: dict[str, Volume] | None = None,
     reporter: Reporter | None = None,
 ) -> list[Row]:
@@ -170,7 +179,12 @@ def reference_rows(
             )
         regions = _masks_for(p, ta, masks)
         values = reference_metrics(
-            pa, ta, regions, options.window, options.reference(), options.erode_px
+            pa,
+            ta,
+            regions,
+            window=options.window,
+            metrics=options.reference(),
+            erode_px=options.erode_px,
         )
         rows.append({"case": p.name, "slices": p.depth, "masks": regions.source, **values})
     rep.progress("ground-truth metrics", len(pairs), len(pairs))
@@ -186,6 +200,7 @@ def evaluate(
     pred: ImageSet,
     options: EvaluationOptions,
     label: ImageSet | None = None,
+    *,
     truth: ImageSet | None = None,
     extractors: dict[str, FeatureExtractor] | None = None,
     masks: dict[str, Volume] | None = None,
@@ -210,13 +225,15 @@ def evaluate(
         else:
             check_same_layout(pred, label)
         summary["label_slices"] = label.slice_count
-        values, used = distribution_metrics(pred, label, options, extractors or {}, reporter)
+        values, used = distribution_metrics(
+            pred, label, options, extractors=extractors or {}, reporter=reporter
+        )
         summary.update(values)
         conventions.update(used)
         notes.append("FID, KID and CLIP-FID are computed once over all slices (the 'all' row)")
     rows: list[Row] = []
     if truth is not None and options.reference():
-        rows = reference_rows(pred, truth, options, masks, reporter)
+        rows = reference_rows(pred, truth, options, masks=masks, reporter=reporter)
         for key in ("psnr", "ssim", "noise_background_hu", "noise_lung_hu"):
             if key in rows[0]:
                 summary[key] = _mean_over_cases(rows, key)

@@ -21,8 +21,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from ipv2.errors import InputError
-from ipv2.intensity import HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import HUWindow
 
 FloatArray = npt.NDArray[np.float32]
 Features = npt.NDArray[np.float64]

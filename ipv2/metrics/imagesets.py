@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ipv2.errors import InputError
-from ipv2.intensity import DEFAULT_PNG_WINDOW, HUWindow
-from ipv2.pngset import is_png_layout, read_png_slice
-from ipv2.volume import Volume
-from ipv2.volume_io import list_dicom_series, read_volume, volume_suffix
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.core.volume import Volume
+from ipv2.io.png_layout import is_png_layout, read_png_slice
+from ipv2.io.volumes import list_dicom_series, read_volume, volume_suffix
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ipv2.errors import InputError
-from ipv2.intensity import HUWindow
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import HUWindow
 from ipv2.metrics.features import Features, FloatArray, windowed_unit
 
 INCEPTION_ENV = "IPV2_INCEPTION_WEIGHTS"
@@ -54,6 +54,7 @@ def resolve_weights(
     given: str | os.PathLike[str] | None,
     env: str,
     option: str,
+    *,
     what: str,
     hint: str,
     package: str,
@@ -102,6 +103,7 @@ def _run_batches(
     slices: Sequence[FloatArray],
     window: HUWindow,
     batch_size: int,
+    *,
     prepare: Callable[[torch.Tensor], torch.Tensor],
     net: Callable[[torch.Tensor], torch.Tensor],
 ) -> Features:
@@ -129,10 +131,10 @@ class InceptionExtractor:
             weights,
             INCEPTION_ENV,
             "--inception-weights",
-            "FID/KID (Inception-v3)",
-            f"{INCEPTION_FILE} (torch-fidelity's Inception-v3 port of the TF FID network, "
+            what="FID/KID (Inception-v3)",
+            hint=f"{INCEPTION_FILE} (torch-fidelity's Inception-v3 port of the TF FID network, "
             f"from {INCEPTION_URL})",
-            "torch_fidelity",
+            package="torch_fidelity",
         )
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -162,7 +164,7 @@ class InceptionExtractor:
         def net(batch: torch.Tensor) -> torch.Tensor:
             return self._net(batch)[0].reshape(batch.shape[0], -1)
 
-        return _run_batches(slices, window, self.batch_size, prepare, net)
+        return _run_batches(slices, window, self.batch_size, prepare=prepare, net=net)
 
 
 class ClipExtractor:
@@ -179,9 +181,9 @@ class ClipExtractor:
             weights,
             CLIP_ENV,
             "--clip-weights",
-            "CLIP-FID (CLIP image encoder)",
-            CLIP_HINT,
-            "open_clip",
+            what="CLIP-FID (CLIP image encoder)",
+            hint=CLIP_HINT,
+            package="open_clip",
         )
         try:
             import open_clip
@@ -221,4 +223,4 @@ class ClipExtractor:
         def net(batch: torch.Tensor) -> torch.Tensor:
             return self._net.encode_image(batch).float()
 
-        return _run_batches(slices, window, self.batch_size, prepare, net)
+        return _run_batches(slices, window, self.batch_size, prepare=prepare, net=net)

@@ -19,17 +19,17 @@ import numpy.typing as npt
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from ipv2.errors import InputError
-from ipv2.intensity import HUWindow
-from ipv2.padding import detect_padding
+from ipv2.core.errors import InputError
+from ipv2.core.hu_window import HUWindow
+from ipv2.core.padding import detect_padding
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float32]
 
 DEFAULT_ERODE_PX = 2
 MIN_REGION_PIXELS = 20  # fewer pixels than this give no meaningful standard deviation
-SSIM_WINDOW = 7
-PADDING_BELOW_HU = -1010.0  # scikit-image's default uniform 7 x 7 window
+SSIM_WINDOW = 7  # scikit-image's default uniform 7 x 7 window
+PADDING_BELOW_HU = -1010.0
 
 
 def _stack(array: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
@@ -90,7 +90,9 @@ class RegionMasks:
     @classmethod
     def from_truth(cls, truth: npt.ArrayLike) -> RegionMasks:
         """Masks computed from the truth itself with the purification mask rules."""
-        from ipv2.masks import purification_masks  # masks pull in more; only needed here
+        from ipv2.purification.masks import (
+            purification_masks,  # masks pull in more; only needed here
+        )
 
         t = _stack(truth, "truth").astype(np.float32)
         ms = purification_masks(t, t)
@@ -115,17 +117,33 @@ class RegionMasks:
             erode(self.body),
             erode(self.lung),
             erode(self.background),
-            f"{self.source}, eroded {px} px",
+            source=f"{self.source}, eroded {px} px",
         )
 
     def without(self, excluded: BoolArray) -> RegionMasks:
         """The same regions minus ``excluded`` voxels (e.g. scanner padding)."""
         keep = ~excluded
-        return RegionMasks(self.body & keep, self.lung & keep, self.background & keep, self.source)
+        return RegionMasks(
+            self.body & keep, self.lung & keep, self.background & keep, source=self.source
+        )
+
+
+def mae_in_mask(
+    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow
+) -> float:
+    """Mean absolute error (HU) over the masked voxels, images clipped to the window."""
+    p, t = _stack(pred, "prediction"), _stack(truth, "truth")
+    if p.shape != t.shape:
+        raise InputError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    m = _mask(mask, p.shape, "MAE")
+    if not m.any():
+        raise InputError("the MAE region is empty; check the masks")
+    diff = np.clip(p[m], window.low, window.high) - np.clip(t[m], window.low, window.high)
+    return float(np.mean(np.abs(diff)))
 
 
 def psnr_in_mask(
-    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, window: HUWindow
+    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow
 ) -> float:
     """PSNR (dB) over the masked voxels, images clipped to the window; inf when identical."""
     p, t = _stack(pred, "prediction"), _stack(truth, "truth")
@@ -140,7 +158,7 @@ def psnr_in_mask(
 
 
 def ssim_in_mask(
-    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, window: HUWindow
+    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow
 ) -> float:
     """Mean of the per-slice SSIM map (7 x 7 uniform window) over the masked pixels."""
     p, t = _stack(pred, "prediction"), _stack(truth, "truth")
@@ -164,6 +182,43 @@ def ssim_in_mask(
     if count == 0:
         raise InputError("the SSIM region (body) is empty; check the masks")
     return total / count
+
+
+def ssim_interior(shape: tuple[int, ...]) -> BoolArray:
+    """In-plane pixels whose whole SSIM window lies inside the slice.
+
+    Near the border the SSIM window reaches into reflected padding, so scikit-image's
+    mean SSIM leaves a margin of ``SSIM_WINDOW // 2`` pixels out; this mask reproduces
+    that average with :func:`ssim_in_mask`. Accepts (y, x) or (z, y, x).
+    """
+    if len(shape) not in (2, 3) or min(shape[-2:]) < SSIM_WINDOW:
+        raise InputError(
+            f"SSIM needs 2D slices of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, "
+            f"got shape {shape}"
+        )
+    r = SSIM_WINDOW // 2
+    inner = np.zeros(shape, dtype=bool)
+    inner[..., r:-r, r:-r] = True
+    return inner
+
+
+def image_metrics(pred: npt.ArrayLike, truth: npt.ArrayLike, window: HUWindow) -> dict[str, float]:
+    """MAE (HU), PSNR (dB) and SSIM over whole images: what training validation reports.
+
+    Validation has no body mask (its slices are crops of any anatomy), so every pixel
+    counts for MAE and PSNR, and SSIM averages the pixels of :func:`ssim_interior`, the
+    same mean SSIM that scikit-image's ``structural_similarity`` returns. Keys:
+    ``mae_hu``, ``psnr``, ``ssim``.
+    """
+    p, t = _stack(pred, "prediction"), _stack(truth, "truth")
+    if p.shape != t.shape:
+        raise InputError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    everywhere = np.ones(p.shape, dtype=bool)
+    return {
+        "mae_hu": mae_in_mask(p, t, everywhere, window=window),
+        "psnr": psnr_in_mask(p, t, everywhere, window=window),
+        "ssim": ssim_in_mask(p, t, ssim_interior(p.shape), window=window),
+    }
 
 
 def residual_noise_std(
@@ -194,6 +249,7 @@ def reference_metrics(
     pred: npt.ArrayLike,
     truth: npt.ArrayLike,
     masks: RegionMasks,
+    *,
     window: HUWindow,
     metrics: tuple[str, ...] = ("psnr", "ssim", "noise"),
     erode_px: int = DEFAULT_ERODE_PX,
@@ -215,9 +271,9 @@ def reference_metrics(
     regions = masks.without(scanner_padding(t))
     row: dict[str, float | int | None] = {}
     if "psnr" in metrics:
-        row["psnr"] = psnr_in_mask(p, t, regions.body, window)
+        row["psnr"] = psnr_in_mask(p, t, regions.body, window=window)
     if "ssim" in metrics:
-        row["ssim"] = ssim_in_mask(p, t, regions.body, window)
+        row["ssim"] = ssim_in_mask(p, t, regions.body, window=window)
     if "noise" in metrics:
         inner = regions.eroded(erode_px)
         row["noise_background_hu"] = residual_noise_std(p, t, inner.background)

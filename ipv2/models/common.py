@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 
 # DDPM feeds integer steps 0..1000 to the sinusoidal embedding; scaling t in [0, 1] by the
 # same factor keeps the embedding's frequencies in the range that architecture was tuned for.
@@ -110,7 +110,7 @@ class Upsample(nn.Module):
         return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def check_input(x: Tensor, channels: int, stride: int, name: str) -> None:
+def check_input(x: Tensor, channels: int, stride: int, *, name: str) -> None:
     """Refuse inputs the network cannot map back to their own size, saying what to do."""
     if x.ndim != 4:
         raise InputError(
@@ -142,7 +142,7 @@ def time_tensor(t: Tensor | float | None, batch: int, device: torch.device) -> T
 class Network(nn.Module):
     """Base class: every network records its registry name and hyper-parameters.
 
-    ``hparams`` is what :mod:`ipv2.checkpoint` writes to ``model.json`` and what the
+    ``hparams`` is what :mod:`ipv2.io.checkpoints` writes to ``model.json`` and what the
     registry needs to rebuild the same architecture, so it holds JSON values only.
     ``stride`` is the factor H and W must be divisible by; ``cond_channels`` the number of
     conditioning channels (low-dose slice and neighbours) the network expects, 0 if none.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.models.common import check_input, group_norm, time_tensor
 from ipv2.models.unet import UNet
 
@@ -68,7 +68,7 @@ class CoreDiffNet(UNet):
         self.emm = ErrorModulation(in_channels, base, 4 * base)
 
     def forward(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
-        check_input(x, self.in_channels, self.stride, type(self).__name__)
+        check_input(x, self.in_channels, self.stride, name=type(self).__name__)
         if cond is None or cond.shape[1] != self.cond_channels or cond.shape[2:] != x.shape[2:]:
             got = None if cond is None else tuple(cond.shape)
             raise InputError(

@@ -83,5 +83,12 @@ class FFM(UNet):
         dropout: float = 0.1,
         cond_channels: int = 0,
     ) -> None:
-        super().__init__(in_channels, base, mults, dropout, cond_channels, second=FrequencyMixer)
+        super().__init__(
+            in_channels,
+            base,
+            mults,
+            dropout=dropout,
+            cond_channels=cond_channels,
+            second=FrequencyMixer,
+        )
         self.stride = 2 ** len(mults)

@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.models.colddiff import ColdDiffusionNet
 from ipv2.models.common import Network
 from ipv2.models.corediff import CoreDiffNet
 from ipv2.models.ffm import FFM
-from ipv2.models.regressor import REDCNN
+from ipv2.models.redcnn import REDCNN
 from ipv2.models.unet import UNet
 
 
@@ -41,49 +41,53 @@ MODELS: dict[str, ModelSpec] = {
             "ffm",
             FFM,
             _UNET,
-            "flow",
-            "frequency-domain flow matching UNet (the paper's best)",
-            {"base": 8, "mults": [1, 2]},
+            scheme="flow",
+            summary="frequency-domain flow matching UNet (the paper's best)",
+            tiny={"base": 8, "mults": [1, 2]},
         ),
         ModelSpec(
             "unet",
             UNet,
             _UNET,
-            "flow",
-            "DDPM-style UNet for plain flow matching (FM)",
-            {"base": 8, "mults": [1, 2]},
+            scheme="flow",
+            summary="DDPM-style UNet for plain flow matching (FM)",
+            tiny={"base": 8, "mults": [1, 2]},
         ),
         ModelSpec(
             "colddiff",
             ColdDiffusionNet,
             _UNET,
-            "colddiff",
-            "Cold Diffusion restorer (DDPM UNet predicting the clean image)",
-            {"base": 8, "mults": [1, 2]},
+            scheme="colddiff",
+            summary="Cold Diffusion restorer (DDPM UNet predicting the clean image)",
+            tiny={"base": 8, "mults": [1, 2]},
         ),
         ModelSpec(
             "corediff",
             CoreDiffNet,
             {**_UNET, "context": 0},
-            "corediff",
-            "CoreDiff restorer conditioned on the low-dose slice, with error modulation",
-            {"base": 8, "mults": [1, 2]},
+            scheme="corediff",
+            summary="CoreDiff restorer conditioned on the low-dose slice, with error modulation",
+            tiny={"base": 8, "mults": [1, 2]},
         ),
         ModelSpec(
-            "regressor",
+            "redcnn",
             REDCNN,
             {"in_channels": 1, "width": 96, "kernel": 5},
-            "regression",
-            "RED-CNN one-pass regressor (baseline, weak denoiser)",
-            {"width": 16},
+            scheme="regression",
+            summary="RED-CNN one-pass network (the weak denoiser, and a baseline)",
+            tiny={"width": 16},
         ),
     )
 }
 
 
+# Names that older model.json files and command lines use for a network that was renamed.
+ALIASES: dict[str, str] = {"regressor": "redcnn"}
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
-        return MODELS[name]
+        return MODELS[ALIASES.get(name, name)]
     except KeyError:
         raise InputError(
             f"unknown network {name!r}; available: {', '.join(MODELS)} (ipv2 train --list-models)"

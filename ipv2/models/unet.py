@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.models.common import (
     Downsample,
     Network,
@@ -65,7 +65,7 @@ class UNet(Network):
         self.conv_in = conv3x3(in_channels + cond_channels, base)
 
         def block(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, temb_dim, dropout, second)
+            return ResBlock(cin, cout, temb_dim, dropout=dropout, second=second)
 
         self.down = nn.ModuleList()
         skips = [base]
@@ -91,7 +91,7 @@ class UNet(Network):
         self.conv_out = conv3x3(ch, in_channels)
 
     def forward(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
-        check_input(x, self.in_channels, self.stride, type(self).__name__)
+        check_input(x, self.in_channels, self.stride, name=type(self).__name__)
         if self.cond_channels:
             if cond is None or cond.shape[1] != self.cond_channels or cond.shape[2:] != x.shape[2:]:
                 got = None if cond is None else tuple(cond.shape)

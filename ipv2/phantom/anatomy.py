@@ -91,6 +91,7 @@ def _tree(
     rng: np.random.Generator,
     lungs: tuple[tuple[float, float, float, float], ...],
     leaves: int,
+    *,
     leaf_radius: float,
 ) -> list[Tube]:
     """A space-filling branching tree from each hilum to points spread through the lung.
@@ -104,7 +105,7 @@ def _tree(
     for cx, cy, ax, ay in lungs:
         side = np.sign(cx)
         root = np.array([cx - side * ax * 0.6, cy, 0.55 * height])
-        pts = _points_in_lung(rng, cx, cy, ax, ay, leaves, height)
+        pts = _points_in_lung(rng, cx, cy, ax=ax, ay=ay, n=leaves, height=height)
         stack = [(root, pts)]
         while stack:
             p, group = stack.pop()
@@ -123,7 +124,7 @@ def _tree(
 
 
 def _points_in_lung(
-    rng: np.random.Generator, cx: float, cy: float, ax: float, ay: float, n: int, height: float
+    rng: np.random.Generator, cx: float, cy: float, *, ax: float, ay: float, n: int, height: float
 ) -> npt.NDArray[np.float64]:
     out: list[npt.NDArray[np.float64]] = []
     while sum(len(o) for o in out) < n:
@@ -142,7 +143,7 @@ def lung_scale(z: float) -> float:
     return 0.45 + 0.55 * float(np.sin(min(z / 0.7, 1.0) * np.pi / 2))
 
 
-def render(chest: Chest, u: F, v: F, z: float, zu: float, tex: F) -> tuple[F, B, B, B]:
+def render(chest: Chest, u: F, v: F, *, z: float, zu: float, tex: F) -> tuple[F, B, B, B]:
     """HU, body, lung and table masks of the chest at points (u, v) and height z.
 
     ``tex`` is the parenchymal texture already sampled at the same points, so that a
@@ -150,52 +151,54 @@ def render(chest: Chest, u: F, v: F, z: float, zu: float, tex: F) -> tuple[F, B,
     """
     hu = np.full(u.shape, AIR)
     bc, ba = chest.body_c, chest.body_ax
-    body = superellipse(u, v, bc[0], bc[1], ba[0], ba[1], power=2.4)
+    body = superellipse(u, v, bc[0], cy=bc[1], ax=ba[0], ay=ba[1], power=2.4)
     table = (v > chest.table_v) & (v < chest.table_v + 0.03) & (np.abs(u) < 0.95)
     hu[table] = TABLE
     hu[body] = SKIN
-    inner = superellipse(u, v, bc[0], bc[1], ba[0] - 0.012, ba[1] - 0.012, power=2.4)
+    inner = superellipse(u, v, bc[0], cy=bc[1], ax=ba[0] - 0.012, ay=ba[1] - 0.012, power=2.4)
     hu[inner] = FAT
-    muscle = superellipse(u, v, bc[0], bc[1], ba[0] - chest.fat, ba[1] - chest.fat, power=2.4)
+    muscle = superellipse(
+        u, v, bc[0], cy=bc[1], ax=ba[0] - chest.fat, ay=ba[1] - chest.fat, power=2.4
+    )
     hu[muscle] = MUSCLE
     for cu, cv, ang in chest.ribs:
-        hu[superellipse(u, v, cu, cv, 0.045, 0.022, angle=ang)] = CORTICAL
-    hu[superellipse(u, v, 0.0, bc[1] - ba[1] + 0.05, 0.07, 0.025)] = CORTICAL  # sternum
+        hu[superellipse(u, v, cu, cy=cv, ax=0.045, ay=0.022, angle=ang)] = CORTICAL
+    hu[superellipse(u, v, 0.0, cy=bc[1] - ba[1] + 0.05, ax=0.07, ay=0.025)] = CORTICAL  # sternum
     spine_v = bc[1] + ba[1] - 0.2
-    hu[superellipse(u, v, 0.0, spine_v, 0.1, 0.09)] = CORTICAL
-    hu[superellipse(u, v, 0.0, spine_v, 0.085, 0.075)] = TRABECULAR
-    hu[superellipse(u, v, 0.0, spine_v + 0.13, 0.03, 0.05)] = CORTICAL  # spinous process
-    hu[superellipse(u, v, 0.13, spine_v - 0.02, 0.06, 0.06)] = BLOOD  # descending aorta
+    hu[superellipse(u, v, 0.0, cy=spine_v, ax=0.1, ay=0.09)] = CORTICAL
+    hu[superellipse(u, v, 0.0, cy=spine_v, ax=0.085, ay=0.075)] = TRABECULAR
+    hu[superellipse(u, v, 0.0, cy=spine_v + 0.13, ax=0.03, ay=0.05)] = CORTICAL  # spinous process
+    hu[superellipse(u, v, 0.13, cy=spine_v - 0.02, ax=0.06, ay=0.06)] = BLOOD  # descending aorta
 
     s = lung_scale(z)
     lung = np.zeros(u.shape, dtype=bool)
     for cx, cy, ax, ay in chest.lungs:
-        lung |= superellipse(u, v, cx, cy + (1 - s) * 0.08, ax * s, ay * s, power=2.2)
+        lung |= superellipse(u, v, cx, cy=cy + (1 - s) * 0.08, ax=ax * s, ay=ay * s, power=2.2)
     hx, hy, hax, hay = chest.heart
-    heart = superellipse(u, v, hx, hy, hax * (0.6 + 0.4 * z), hay * (0.6 + 0.4 * z))
-    lung &= ~heart & ~superellipse(u, v, 0.0, spine_v, 0.16, 0.12)
+    heart = superellipse(u, v, hx, cy=hy, ax=hax * (0.6 + 0.4 * z), ay=hay * (0.6 + 0.4 * z))
+    lung &= ~heart & ~superellipse(u, v, 0.0, cy=spine_v, ax=0.16, ay=0.12)
     if z > 0.7:  # diaphragm domes rising into the lung bases (liver on the image left)
         dome = 0.45 * (z - 0.7) / 0.3
-        liver = superellipse(u, v, -0.36, 0.1, 0.3 * dome + 1e-3, 0.38 * dome + 1e-3)
+        liver = superellipse(u, v, -0.36, cy=0.1, ax=0.3 * dome + 1e-3, ay=0.38 * dome + 1e-3)
         lung &= ~liver
         hu[liver & muscle] = LIVER
     hu[lung] = LUNG + TEXTURE_HU * tex[lung]
     if z > 0.25:
         hu[heart & muscle] = BLOOD
     if z < 0.4:  # trachea
-        trachea = superellipse(u, v, 0.0, -0.1, 0.06, 0.055)
+        trachea = superellipse(u, v, 0.0, cy=-0.1, ax=0.06, ay=0.055)
         hu[trachea] = AIRWAY_WALL
-        hu[superellipse(u, v, 0.0, -0.1, 0.045, 0.04)] = AIR
+        hu[superellipse(u, v, 0.0, cy=-0.1, ax=0.045, ay=0.04)] = AIR
         lung_or_airway = lung | trachea
     else:
         lung_or_airway = lung
-    _tubes(hu, u, v, zu, chest.vessels, lung, VESSEL, wall=False)
-    _tubes(hu, u, v, zu, chest.airways, lung, AIR, wall=True)
+    _tubes(hu, u, v, zu=zu, tubes=chest.vessels, inside=lung, value=VESSEL, wall=False)
+    _tubes(hu, u, v, zu=zu, tubes=chest.airways, inside=lung, value=AIR, wall=True)
     return hu, body & ~table, lung_or_airway & body, table & ~body
 
 
 def _tubes(
-    hu: F, u: F, v: F, zu: float, tubes: tuple[Tube, ...], inside: B, value: float, wall: bool
+    hu: F, u: F, v: F, *, zu: float, tubes: tuple[Tube, ...], inside: B, value: float, wall: bool
 ) -> None:
     """Paint tubes crossing height ``zu``; only the bounding box of each is evaluated."""
     if u.ndim != 2:
@@ -219,7 +222,7 @@ def _tubes(
                 continue
             r_idx, c_idx = np.nonzero(box)
             sl = (slice(r_idx.min(), r_idx.max() + 1), slice(c_idx.min(), c_idx.max() + 1))
-        d = segment_distance(u[sl], v[sl], zu, t.a, t.b)
+        d = segment_distance(u[sl], v[sl], zu, a=t.a, b=t.b)
         region = hu[sl]
         inside_sl = inside[sl]
         if wall:

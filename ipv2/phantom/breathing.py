@@ -35,6 +35,7 @@ class Breathing:
         rng: np.random.Generator,
         lungs: tuple[tuple[float, float, float, float], ...],
         table_v: float,
+        *,
         top_v: float,
         amplitude_mm: float,
         fov_mm: float,

@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from ipv2.intensity import LUNG_DISPLAY_WINDOW
-from ipv2.outputs import write_json_atomic
+from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW
+from ipv2.io.atomic import write_json_atomic
+from ipv2.io.volumes import write_volume
 from ipv2.phantom.generate import PhantomCase
-from ipv2.volume_io import write_volume
 
 VOLUMES = ("ndct", "uldct", "clean_ref", "clean_ld")
 

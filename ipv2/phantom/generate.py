@@ -8,11 +8,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
+from ipv2.core.volume import Volume
 from ipv2.phantom.anatomy import CHEST_HEIGHT_MM, FOV_MM, Chest, draw_chest, render
 from ipv2.phantom.breathing import Breathing
 from ipv2.phantom.noise import NoiseModel, add_scan_noise
-from ipv2.volume import Volume
 
 B = npt.NDArray[np.bool_]
 F = npt.NDArray[np.float64]
@@ -54,6 +54,7 @@ def make_phantom(
     size: int = 128,
     slices: int = 16,
     seed: int = 0,
+    *,
     uldct_dose: float = 0.02,
     ndct_dose: float = 1.0,
     breathing_mm: float = 8.0,
@@ -75,7 +76,9 @@ def make_phantom(
     rng = np.random.default_rng(seed)
     chest = draw_chest(int(rng.integers(2**31)), texture_shape=(max(slices, 8), size, size))
     top_v = chest.body_c[1] - chest.body_ax[1]
-    breathing = Breathing.draw(rng, chest.lungs, chest.table_v, top_v, breathing_mm, FOV_MM)
+    breathing = Breathing.draw(
+        rng, chest.lungs, chest.table_v, top_v=top_v, amplitude_mm=breathing_mm, fov_mm=FOV_MM
+    )
 
     n = size * supersample
     centres = (np.arange(n) + 0.5) / n * 2.0 - 1.0
@@ -92,12 +95,12 @@ def make_phantom(
     for k in range(slices):
         z = (k + 0.5) / slices
         zu = z * CHEST_HEIGHT_MM / (FOV_MM / 2)
-        hu, body, lung, table = _render_phase(chest, u, v, z, zu)
+        hu, body, lung, table = _render_phase(chest, u, v, z=z, zu=zu)
         ref[k] = _block_mean(hu, supersample)
         for key, m in (("body", body), ("lung", lung), ("table", table)):
             masks["ref"][key][k] = _block_mean(m.astype(np.float64), supersample) >= 0.5
         du, dv = breathing.displacement(u, v, z)
-        hu, body, lung, table = _render_phase(chest, u + du, v + dv, z, zu)
+        hu, body, lung, table = _render_phase(chest, u + du, v + dv, z=z, zu=zu)
         ld[k] = _block_mean(hu, supersample)
         for key, m in (("body", body), ("lung", lung), ("table", table)):
             masks["ld"][key][k] = _block_mean(m.astype(np.float64), supersample) >= 0.5
@@ -112,8 +115,8 @@ def make_phantom(
     origin = (-FOV_MM / 2 + pixel_mm / 2, -FOV_MM / 2 + pixel_mm / 2, 0.0)
     padding = _outside_circle(size) if padding_value is not None else None
     model = noise or NoiseModel()
-    ndct = add_scan_noise(ref, pixel_mm, ndct_dose, seed * 2 + 1, model, size)
-    uldct = add_scan_noise(ld, pixel_mm, uldct_dose, seed * 2 + 2, model, size)
+    ndct = add_scan_noise(ref, pixel_mm, ndct_dose, seed=seed * 2 + 1, model=model, size=size)
+    uldct = add_scan_noise(ld, pixel_mm, uldct_dose, seed=seed * 2 + 2, model=model, size=size)
     if padding is not None:
         for arr in (ref, ld, ndct, uldct):
             arr[:, padding] = np.float32(padding_value)
@@ -149,12 +152,12 @@ def make_phantom(
     )
 
 
-def _render_phase(chest: Chest, u: F, v: F, z: float, zu: float) -> tuple[F, B, B, B]:
-    tex = _sample_texture(chest.texture, u, v, z)
-    return render(chest, u, v, z, zu, tex)
+def _render_phase(chest: Chest, u: F, v: F, *, z: float, zu: float) -> tuple[F, B, B, B]:
+    tex = _sample_texture(chest.texture, u, v, z=z)
+    return render(chest, u, v, z=z, zu=zu, tex=tex)
 
 
-def _sample_texture(texture: F, u: F, v: F, z: float) -> F:
+def _sample_texture(texture: F, u: F, v: F, *, z: float) -> F:
     nz, ny, nx = texture.shape
     coords = np.stack(
         [

@@ -1,7 +1,7 @@
 """Scan noise for the phantom, from the projection-domain simulator (method.md section 4).
 
 Each phase is projected, given Poisson counting and Gaussian electronic noise at its dose,
-and reconstructed by filtered back-projection (:func:`ipv2.lowdose.simulate_slices`), so
+and reconstructed by filtered back-projection (:func:`ipv2.simulation.simulate_slices`), so
 the noise has CT's texture: correlated grain, more noise through the long axis of the
 body, streaks behind bone.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ipv2.lowdose import PhysicsParams, simulate_slices
+from ipv2.simulation import PhysicsParams, simulate_slices
 
 REFERENCE_SIZE = 512
 
@@ -35,7 +35,7 @@ class NoiseModel:
     def describe(self) -> dict[str, object]:
         p = self.physics
         return {
-            "model": "projection-domain Poisson + electronic noise, FBP (ipv2.lowdose)",
+            "model": "projection-domain Poisson + electronic noise, FBP (ipv2.simulation)",
             "i0_full": p.i0_full,
             "mu_water_per_mm": p.mu_water,
             "electronic_noise_var": p.electronic_noise_var,
@@ -48,6 +48,7 @@ def add_scan_noise(
     clean: npt.NDArray[np.float32],
     pixel_mm: float,
     dose: float,
+    *,
     seed: int,
     model: NoiseModel,
     size: int,

@@ -14,7 +14,15 @@ F = npt.NDArray[np.float64]
 
 
 def superellipse(
-    u: F, v: F, cx: float, cy: float, ax: float, ay: float, power: float = 2.0, angle: float = 0.0
+    u: F,
+    v: F,
+    cx: float,
+    *,
+    cy: float,
+    ax: float,
+    ay: float,
+    power: float = 2.0,
+    angle: float = 0.0,
 ) -> npt.NDArray[np.bool_]:
     """Inside test for a (rotated) superellipse; power 2 is an ellipse, larger is boxier."""
     du, dv = u - cx, v - cy
@@ -25,7 +33,7 @@ def superellipse(
 
 
 def segment_distance(
-    px: F, py: F, pz: float, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+    px: F, py: F, pz: float, *, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
 ) -> F:
     """Distance from points (px, py, pz) to the 3D segment a-b (a vessel or airway axis)."""
     ab = b - a

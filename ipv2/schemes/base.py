@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import CancelledError, InputError
+from ipv2.core.errors import CancelledError, InputError
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -28,7 +28,7 @@ class Scheme:
     default_steps: int = 1
 
     def loss(
-        self, model: nn.Module, low: Tensor, high: Tensor, cond: Tensor | None = None
+        self, model: nn.Module, low: Tensor, high: Tensor, *, cond: Tensor | None = None
     ) -> Tensor:
         raise NotImplementedError
 
@@ -37,6 +37,7 @@ class Scheme:
         model: nn.Module,
         low: Tensor,
         steps: int | None = None,
+        *,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         cond: Tensor | None = None,
@@ -62,7 +63,7 @@ def check_pair(low: Tensor, high: Tensor) -> None:
 
 
 def step_hooks(
-    i: int, total: int, callback: StepCallback | None, cancel: CancelCheck | None
+    i: int, total: int, callback: StepCallback | None, *, cancel: CancelCheck | None
 ) -> None:
     """Report progress after step ``i`` and honour a cancel request between steps."""
     if callback is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.schemes.base import CancelCheck, Scheme, StepCallback, check_pair
 from ipv2.schemes.blend import degrade, improved_sample
 
@@ -32,7 +32,7 @@ class ColdDiffusion(Scheme):
         return {"steps": self.total}
 
     def loss(
-        self, model: nn.Module, low: Tensor, high: Tensor, cond: Tensor | None = None
+        self, model: nn.Module, low: Tensor, high: Tensor, *, cond: Tensor | None = None
     ) -> Tensor:
         check_pair(low, high)
         s = torch.randint(1, self.total + 1, (low.shape[0],), device=low.device)
@@ -46,9 +46,12 @@ class ColdDiffusion(Scheme):
         model: nn.Module,
         low: Tensor,
         steps: int | None = None,
+        *,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         cond: Tensor | None = None,
     ) -> Tensor:
         k = self.resolve_steps(steps)
-        return improved_sample(model, low, cond, self.total, k, callback, cancel)
+        return improved_sample(
+            model, low, cond, total=self.total, steps=k, callback=callback, cancel=cancel
+        )

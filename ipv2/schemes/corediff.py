@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.schemes.base import CancelCheck, Scheme, StepCallback, check_pair
 from ipv2.schemes.blend import degrade, improved_sample
 
@@ -43,7 +43,7 @@ class CoreDiff(Scheme):
         return {"steps": self.total, "second_stage_weight": self.second_stage_weight}
 
     def loss(
-        self, model: nn.Module, low: Tensor, high: Tensor, cond: Tensor | None = None
+        self, model: nn.Module, low: Tensor, high: Tensor, *, cond: Tensor | None = None
     ) -> Tensor:
         check_pair(low, high)
         c = low if cond is None else cond
@@ -68,10 +68,13 @@ class CoreDiff(Scheme):
         model: nn.Module,
         low: Tensor,
         steps: int | None = None,
+        *,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         cond: Tensor | None = None,
     ) -> Tensor:
         k = self.resolve_steps(steps)
         c = low if cond is None else cond
-        return improved_sample(model, low, c, self.total, k, callback, cancel)
+        return improved_sample(
+            model, low, c, total=self.total, steps=k, callback=callback, cancel=cancel
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.schemes.base import Scheme
 from ipv2.schemes.colddiff import ColdDiffusion
 from ipv2.schemes.corediff import CoreDiff

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ipv2.errors import InputError
+from ipv2.core.errors import InputError
 from ipv2.schemes.base import CancelCheck, Scheme, StepCallback, batch_time, check_pair, step_hooks
 
 
@@ -36,7 +36,7 @@ class Regression(Scheme):
         return {"steps": 1, "loss": self.loss_name}
 
     def loss(
-        self, model: nn.Module, low: Tensor, high: Tensor, cond: Tensor | None = None
+        self, model: nn.Module, low: Tensor, high: Tensor, *, cond: Tensor | None = None
     ) -> Tensor:
         check_pair(low, high)
         out = model(low, batch_time(0.0, low), cond).float()
@@ -50,6 +50,7 @@ class Regression(Scheme):
         model: nn.Module,
         low: Tensor,
         steps: int | None = None,
+        *,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
         cond: Tensor | None = None,
@@ -59,5 +60,5 @@ class Regression(Scheme):
                 f"regression makes exactly one network call; steps must be 1, got {steps}"
             )
         out: Tensor = model(low, batch_time(0.0, low), cond)
-        step_hooks(1, 1, callback, cancel)
+        step_hooks(1, 1, callback, cancel=cancel)
         return out

@@ -1,0 +1,302 @@
+"""Long engine work as a child process, watched without blocking (no Qt needed).
+
+The Slicer panels must never freeze, and a crash or a cancel in heavy GPU work must not
+take Slicer down with it. So inference and training run as ``python -m ipv2 <command>
+... --events jsonl`` in a child process; a :class:`Job` starts it, reads its JSON-lines
+events on background threads into a queue, and lets the caller ``poll()`` from a timer.
+Cancelling terminates the whole process tree (torchrun workers, data loaders), politely
+first and by force after a grace period.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+Event = dict[str, Any]
+
+_WINDOWS = sys.platform == "win32"
+
+
+class Job:
+    """A child process that speaks the engine's JSON-lines events.
+
+    ``poll()`` returns the events that arrived since the last call and never blocks.
+    Lines that are not JSON events (library warnings, tracebacks) become ``log`` events
+    with level ``output`` or ``stderr``; nothing a child prints can crash the reader.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        log_lines: int = 400,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.env = dict(env) if env is not None else None
+        self.cwd = str(cwd) if cwd is not None else None
+        self._queue: queue.Queue[Event] = queue.Queue()
+        self._log: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
+        self.last_progress: Event | None = None
+        self.result: Event | None = None
+        self.error_message: str | None = None
+        self.started_at: float | None = None
+        self._detached = False
+
+    @classmethod
+    def engine(
+        cls,
+        command: Sequence[str],
+        python: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        launcher: Sequence[str] = (),
+    ) -> Job:
+        """A job running ``python [LAUNCHER] -m ipv2 COMMAND... --events jsonl``.
+
+        ``python`` defaults to the running interpreter; inside Slicer pass Slicer's own
+        Python launcher so the child sees the same packages. ``launcher`` inserts module
+        arguments before ``-m ipv2``, e.g. torchrun's for multi-GPU training.
+        """
+        exe = str(python) if python is not None else sys.executable
+        merged = dict(os.environ if env is None else env)
+        merged.setdefault("PYTHONUNBUFFERED", "1")
+        # The child must import the same engine the caller imported.
+        engine_root = str(Path(__file__).resolve().parents[1])
+        path = merged.get("PYTHONPATH", "")
+        if engine_root not in path.split(os.pathsep):
+            merged["PYTHONPATH"] = engine_root + (os.pathsep + path if path else "")
+        argv = [exe, *launcher, "-m", "ipv2", *command, "--events", "jsonl"]
+        return cls(argv, env=merged, cwd=cwd)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Job:
+        if self._process is not None:
+            raise RuntimeError("job already started")
+        kwargs: dict[str, Any] = {}
+        if _WINDOWS:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            kwargs["start_new_session"] = True  # own process group: the tree dies together
+        self._process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=self.env,
+            cwd=self.cwd,
+            **kwargs,
+        )
+        self.started_at = time.monotonic()
+        assert self._process.stdout is not None and self._process.stderr is not None
+        for stream, parse in ((self._process.stdout, True), (self._process.stderr, False)):
+            reader = threading.Thread(target=self._read, args=(stream, parse), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, from the last progress event (0 before any)."""
+        return progress_fraction(self.last_progress)
+
+    def remaining_seconds(self) -> float | None:
+        """A linear estimate of the time left; None until there is progress to go on."""
+        f = self.fraction
+        return self.elapsed * (1.0 - f) / f if f > 0 else None
+
+    def status_text(self) -> str:
+        """'Elapsed 12 s, about 30 s left' for a progress label."""
+        left = self.remaining_seconds()
+        tail = f", about {left:.0f} s left" if left is not None else ""
+        return f"Elapsed {self.elapsed:.0f} s{tail}"
+
+    def poll(self) -> list[Event]:
+        """Events received since the last call (non-blocking; safe from a GUI timer)."""
+        events: list[Event] = []
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the process exits and its output is read; the exit status."""
+        if self._process is None:
+            raise RuntimeError("job not started")
+        code = self._process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5.0)
+        return code
+
+    def stop(self) -> None:
+        """Ask politely: SIGTERM to the process group (CTRL_BREAK on Windows).
+
+        The engine's long commands catch it, finish the current step, save what they
+        have and exit with a ``done`` event whose status is ``stopped``.
+        """
+        if not self.running:
+            return
+        assert self._process is not None
+        if _WINDOWS:
+            self._process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGTERM)  # own session: pgid == pid
+
+    def kill(self) -> None:
+        """Force: kill the whole process tree at once."""
+        if self._process is None:
+            return
+        if _WINDOWS:
+            subprocess.run(
+                ["taskkill", "/T", "/F", "/PID", str(self._process.pid)],
+                capture_output=True,
+                check=False,
+            )
+        else:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives its leader
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                self._process.kill()
+
+    def cancel(self, grace: float = 5.0, block: bool = False) -> None:
+        """Stop, then kill whatever still runs after ``grace`` seconds.
+
+        By default the escalation happens on a background thread so a GUI stays
+        responsive; ``block=True`` waits for the end (scripts, tests).
+        """
+        self.stop()
+
+        def escalate() -> None:
+            assert self._process is not None
+            try:
+                self._process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            # Children can outlive the leader (it exits on SIGTERM while a worker
+            # ignores it): always clear the group.
+            if not _WINDOWS:
+                self.kill()
+
+        if self._process is None:
+            return
+        if block:
+            escalate()
+            self.wait()
+        else:
+            threading.Thread(target=escalate, daemon=True).start()
+
+    def detach(self) -> None:
+        """Stop collecting events for a process left running on its own.
+
+        The pipes are still drained (a child blocked on a full pipe would stall), but
+        nothing accumulates any more; the run's ``events.jsonl`` keeps its record.
+        """
+        self._detached = True
+        self.poll()
+
+    def log_tail(self, lines: int = 50) -> list[str]:
+        with self._lock:
+            return list(self._log)[-lines:]
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read(self, stream: IO[str], parse: bool) -> None:
+        for raw in stream:
+            line = raw.rstrip("\r\n")
+            if not line:
+                continue
+            event = parse_event(line) if parse else None
+            if event is None:
+                event = {"event": "log", "level": "output" if parse else "stderr", "message": line}
+            self._remember(event)
+            if not self._detached:
+                self._queue.put(event)
+        stream.close()
+
+    def _remember(self, event: Event) -> None:
+        kind = event.get("event")
+        with self._lock:
+            if kind == "log":
+                self._log.append(str(event.get("message", "")))
+            elif kind == "error":
+                self._log.append(f"error: {event.get('message', '')}")
+        if kind == "progress":
+            self.last_progress = event
+        elif kind == "done":
+            self.result = event
+        elif kind == "error":
+            self.error_message = str(event.get("message", ""))
+
+
+def progress_fraction(event: Event | None) -> float:
+    """done / total of a progress event, clamped to [0, 1]; 0 without one."""
+    if not event or not event.get("total"):
+        return 0.0
+    return float(min(1.0, max(0.0, event["done"] / event["total"])))
+
+
+def parse_event(line: str) -> Event | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("event"), str):
+        return value
+    return None
+
+
+def read_event_log(path: str | os.PathLike[str]) -> list[Event]:
+    """Events from an ``events.jsonl`` file, skipping lines a crash left half-written."""
+    events: list[Event] = []
+    p = Path(path)
+    if not p.exists():
+        return events
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            event = parse_event(line.strip())
+            if event is not None:
+                events.append(event)
+    return events

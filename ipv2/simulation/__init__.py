@@ -1,0 +1,39 @@
+"""Low-dose CT simulation (IPv2 Module 2, method.md section 4).
+
+- :mod:`~ipv2.simulation.projector`: batched parallel-beam projection and FBP in PyTorch
+  (CPU and CUDA), filters Ram-Lak, Shepp-Logan, cosine, Hann.
+- :mod:`~ipv2.simulation.physics`: the physical simulation (Poisson + electronic noise).
+- :mod:`~ipv2.simulation.reference`: the authors' script behaviour, for comparison only.
+- :mod:`~ipv2.simulation.calibrate`: dose fitting to a target noise or a real uLDCT.
+- :mod:`~ipv2.simulation.volume_sim`: whole volumes with padding, progress and a report.
+"""
+
+from ipv2.simulation.calibrate import Calibration, calibrate_to_noise, calibrate_to_uldct
+from ipv2.simulation.filters import FILTERS
+from ipv2.simulation.noise_estimate import estimate_noise, noise_index
+from ipv2.simulation.params import PhysicsParams
+from ipv2.simulation.physics import simulate_slices, simulate_slices_with_noise
+from ipv2.simulation.projector import ParallelGeometry, Projector, get_projector
+from ipv2.simulation.reference import reference_simulate_slices
+from ipv2.simulation.regions import REGIONS, region_mask
+from ipv2.simulation.volume_sim import MODES, simulate_volume
+
+__all__ = [
+    "FILTERS",
+    "MODES",
+    "REGIONS",
+    "Calibration",
+    "ParallelGeometry",
+    "PhysicsParams",
+    "Projector",
+    "calibrate_to_noise",
+    "calibrate_to_uldct",
+    "estimate_noise",
+    "get_projector",
+    "noise_index",
+    "reference_simulate_slices",
+    "region_mask",
+    "simulate_slices",
+    "simulate_slices_with_noise",
+    "simulate_volume",
+]

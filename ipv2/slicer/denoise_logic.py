@@ -1,0 +1,122 @@
+"""The IPv2Denoise module's logic, kept in the engine so it is tested outside Slicer.
+
+The module's ``IPv2DenoiseLogic`` inherits this mixin next to Slicer's
+``ScriptedLoadableModuleLogic``; every method takes the module's parameter node ``p``
+(any object with the same attribute names works, which is how the tests drive it). Only
+what needs the running application (slice views, layouts, dialogs) stays in the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ipv2.core.errors import IPv2Error
+from ipv2.slicer import workflows
+from ipv2.slicer.dependencies import install_dependencies
+from ipv2.slicer.nodes import output_name, path_text, scene_or_default
+
+FUSION_LABELS = {
+    "ipv1-input": "IPv1 training input",
+    "ipv1-label": "IPv1 label",
+    "ipv2-input": "IPv2 training input",
+    "ipv2-label": "IPv2 label",
+}
+
+
+def fusion_key(value: str) -> str:
+    """The fusion kind from the panel's choice, which shows the readable label."""
+    for key, label in FUSION_LABELS.items():
+        if value in (key, label):
+            return key
+    raise IPv2Error(f"unknown fusion {value!r}; choose one of {', '.join(FUSION_LABELS.values())}")
+
+
+class DenoiseLogicMixin:
+    """Node workflows of the panel, parameterised by the panel's parameter node."""
+
+    def ensureDependencies(self, confirm: Callable[[str], bool]) -> bool:
+        return install_dependencies(confirm)
+
+    @staticmethod
+    def maskOptions(p: Any) -> Any:
+        threshold = p.fixedThreshold if p.useFixedThreshold else None
+        return workflows.mask_options(p.maskVariant, threshold, p.openingRadius)
+
+    def recipeOptions(self, p: Any) -> dict[str, Any]:
+        return {"t": p.textureMix, "masks": self.maskOptions(p)}
+
+    def previewSlice(self, p: Any, k: int, segmentation: Any = None) -> workflows.SlicePreview:
+        options = self.maskOptions(p)
+        return workflows.preview_slice(
+            p.uldctVolume, p.ndctVolume, k, options=options, segmentation=segmentation
+        )
+
+    def wholeVolumeMasks(
+        self, p: Any, segmentation: Any = None, progress: Callable[[int, int], None] | None = None
+    ) -> Any:
+        options = self.maskOptions(p)
+        return workflows.masks_for_volume(
+            p.uldctVolume, p.ndctVolume, options, segmentation=segmentation, progress=progress
+        )
+
+    def previewFusion(self, p: Any, k: int, scene: Any = None) -> Any:
+        """The chosen fusion of slice ``k`` in a reused '<uLDCT> ... preview' node."""
+        kind = fusion_key(p.fusionKind)
+        weak = path_text(p.modelPath) if kind == "ipv2-label" else None
+        volume = workflows.fusion_slice(
+            p.uldctVolume,
+            p.ndctVolume,
+            k,
+            kind=kind,
+            recipe_options=self.recipeOptions(p),
+            weak_checkpoint=weak or None,
+        )
+        name = output_name(p.uldctVolume, f"{FUSION_LABELS[kind]} preview")
+        existing = scene_or_default(scene).GetFirstNodeByName(name)
+        node = workflows.show_volume(volume, name, node=existing, scene=scene)
+        workflows.show_in_lung_window(node)
+        return node
+
+    def createFusionVolumes(self, p: Any, scene: Any = None) -> dict[str, Any]:
+        strategy = fusion_key(p.fusionKind).split("-")[0]
+        return workflows.purify_nodes(
+            p.uldctVolume,
+            p.ndctVolume,
+            strategy=strategy,
+            recipe_options=self.recipeOptions(p),
+            scene=scene,
+        )
+
+    @staticmethod
+    def describeModel(path: str) -> str:
+        try:
+            return workflows.model_summary(path) if path else "No model selected."
+        except IPv2Error as exc:
+            return f"Not a usable model: {exc}"
+
+    @staticmethod
+    def startDenoise(p: Any, workdir: str | None = None) -> workflows.DenoiseRun:
+        return workflows.start_denoise(
+            p.uldctVolume,
+            path_text(p.modelPath),
+            workflows.DenoiseSettings(
+                steps=p.steps or None,
+                device=p.device,
+                batch_size=p.batchSize or None,
+                half=p.halfPrecision,
+            ),
+            workdir=workdir,
+        )
+
+    @staticmethod
+    def cancelDenoise(run: workflows.DenoiseRun) -> None:
+        run.job.cancel(grace=10.0)
+
+    @staticmethod
+    def discardDenoise(run: workflows.DenoiseRun) -> None:
+        workflows.discard_denoise(run)
+
+    @staticmethod
+    def finishDenoise(run: workflows.DenoiseRun, scene: Any = None) -> Any:
+        return workflows.finish_denoise(run, scene)

@@ -1,0 +1,152 @@
+"""The IPv2Train module's logic, kept in the engine so it is tested outside Slicer.
+
+The module's ``IPv2TrainLogic`` inherits this mixin next to Slicer's
+``ScriptedLoadableModuleLogic``; every method takes the module's parameter node ``p``
+(any object with the same attribute names). Long work runs as child processes
+(:class:`ipv2.runtime.jobs.Job`); this class only builds their command lines and follows them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ipv2.core.errors import InputError
+from ipv2.runtime.jobs import Job
+from ipv2.runtime.runs import TrainingRun
+from ipv2.slicer.curves import TrainingCurve
+from ipv2.slicer.nodes import path_text, volume_from_node
+from ipv2.slicer.training_plan import (
+    DatasetPlan,
+    SourceSummary,
+    TrainSettings,
+    dataset_steps,
+    inspect_source,
+    launcher,
+    train_command,
+)
+from ipv2.slicer.workflows import slicer_python
+
+
+class TrainLogicMixin:
+    """Dataset building and training as Jobs, and the live curve of a run."""
+
+    @staticmethod
+    def inspectSource(path: str) -> SourceSummary:
+        return inspect_source(path) if path else SourceSummary(warnings=["choose a source"])
+
+    @staticmethod
+    def exportScenePairs(pairs: Sequence[tuple[Any, Any]], folder: str) -> Path:
+        """Write uLDCT/NDCT node pairs as volumes plus a ``pairs.csv`` manifest."""
+        from ipv2.io.volumes import write_volume
+
+        if not pairs:
+            raise InputError("add at least one uLDCT/NDCT pair from the scene")
+        root = Path(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, (u_node, n_node) in enumerate(pairs):
+            if u_node is None or n_node is None:
+                raise InputError(f"pair {i + 1} needs both a uLDCT and an NDCT volume")
+            case = f"pair{i:03d}"
+            u, n = volume_from_node(u_node), volume_from_node(n_node)
+            if diffs := u.grid_differences(n):
+                raise InputError(
+                    f"pair {i + 1} ({u_node.GetName()} / {n_node.GetName()}): " + "; ".join(diffs)
+                )
+            write_volume(u, root / f"{case}_uldct.nrrd", overwrite=True)
+            write_volume(n, root / f"{case}_ndct.nrrd", overwrite=True)
+            rows.append({"case": case, "uldct": f"{case}_uldct.nrrd", "ndct": f"{case}_ndct.nrrd"})
+        manifest = root / "pairs.csv"
+        with manifest.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["case", "uldct", "ndct"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return manifest
+
+    @staticmethod
+    def describeDataset(folder: Any) -> str:
+        """'Dataset ready: 4 cases (...)' or what is wrong with the folder."""
+        from ipv2.core.errors import IPv2Error
+        from ipv2.data.format import read_manifest
+
+        try:
+            manifest = read_manifest(path_text(folder))
+        except IPv2Error as exc:
+            return f"Dataset not usable: {exc}"
+        splits = [c.get("split") for c in manifest.get("cases", [])]
+        counts = ", ".join(f"{s} {splits.count(s)}" for s in ("train", "val", "test"))
+        kinds = ", ".join(manifest.get("kinds", []))
+        return f"Dataset ready: {len(splits)} cases ({counts}); kinds {kinds}"
+
+    @staticmethod
+    def datasetPlan(p: Any) -> DatasetPlan:
+        modules = tuple(m for m, on in ((1, p.module1), (2, p.module2), (3, p.module3)) if on)
+        return DatasetPlan(
+            source=path_text(p.dataSource),
+            out_dir=path_text(p.datasetFolder),
+            strategy=p.strategy,
+            modules=modules,
+            t=p.textureMix,
+            mask_variant=p.maskVariant,
+            dose=p.simulationDose,
+            match_uldct=p.matchUldct,
+            weak_model=p.architecture,
+            weak_base=p.baseChannels,
+            device=p.device,
+        )
+
+    def datasetSteps(self, p: Any) -> list[tuple[str, list[str]]]:
+        return dataset_steps(self.datasetPlan(p))
+
+    @staticmethod
+    def startCommand(command: list[str], python: str | None = None) -> Job:
+        return Job.engine(command, python=python or slicer_python()).start()
+
+    @staticmethod
+    def trainSettings(p: Any) -> TrainSettings:
+        return TrainSettings(
+            data=path_text(p.datasetFolder),
+            output=path_text(p.outputFolder),
+            model=p.architecture,
+            epochs=p.epochs,
+            batch_size=p.batchSize,
+            lr=p.learningRate,
+            crop=p.cropSize,
+            device=p.device,
+            gpus=p.gpus,
+            base=p.baseChannels,
+            steps=p.samplerSteps,
+            max_steps=p.maxSteps,
+        )
+
+    def startTraining(self, p: Any, resume: bool = False, python: str | None = None) -> TrainingRun:
+        settings = self.trainSettings(p)
+        if resume and not (Path(settings.output) / "config.json").is_file():
+            raise InputError(f"{settings.output} holds no run to resume; start a new training")
+        job = Job.engine(
+            train_command(settings, resume=resume),
+            python=python or slicer_python(),
+            launcher=launcher(settings.gpus),
+        ).start()
+        return TrainingRun.start(settings.output, job)
+
+    @staticmethod
+    def reattach(folder: Any) -> TrainingRun:
+        text = path_text(folder)
+        if not text:
+            raise InputError("choose the output folder of the run to re-attach to")
+        return TrainingRun.reattach(text)
+
+    @staticmethod
+    def curveFor(run: TrainingRun, name: str | None = None, scene: Any = None) -> TrainingCurve:
+        """A new curve holding everything the run logged so far (replayed from its log)."""
+        curve = TrainingCurve(name or f"IPv2 training {run.folder.path.name}", scene=scene)
+        curve.add(run.folder.events())
+        return curve
+
+    @staticmethod
+    def modelToUse(run: TrainingRun) -> Path | None:
+        return run.folder.model_for_inference()
