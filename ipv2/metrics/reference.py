@@ -13,6 +13,7 @@ for the same window (the report states it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -132,29 +133,29 @@ def mae_in_mask(
     pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow
 ) -> float:
     """Mean absolute error (HU) over the masked voxels, images clipped to the window."""
-    p, t = _stack(pred, "prediction"), _stack(truth, "truth")
-    if p.shape != t.shape:
-        raise InputError(f"prediction {p.shape} and truth {t.shape} differ in shape")
-    m = _mask(mask, p.shape, "MAE")
-    if not m.any():
-        raise InputError("the MAE region is empty; check the masks")
-    diff = np.clip(p[m], window.low, window.high) - np.clip(t[m], window.low, window.high)
-    return float(np.mean(np.abs(diff)))
+    return float(np.mean(np.abs(_clipped_difference(pred, truth, mask, window=window, what="MAE"))))
 
 
 def psnr_in_mask(
     pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow
 ) -> float:
     """PSNR (dB) over the masked voxels, images clipped to the window; inf when identical."""
+    diff = _clipped_difference(pred, truth, mask, window=window, what="PSNR")
+    mse = float(np.mean(diff**2))
+    return float(10.0 * np.log10(window.width**2 / mse)) if mse > 0 else float("inf")
+
+
+def _clipped_difference(
+    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, window: HUWindow, what: str
+) -> npt.NDArray[np.floating[Any]]:
+    """``clip(pred) - clip(truth)`` over the masked voxels, both clipped to the window."""
     p, t = _stack(pred, "prediction"), _stack(truth, "truth")
     if p.shape != t.shape:
         raise InputError(f"prediction {p.shape} and truth {t.shape} differ in shape")
-    m = _mask(mask, p.shape, "PSNR")
+    m = _mask(mask, p.shape, what)
     if not m.any():
-        raise InputError("the PSNR region (body) is empty; check the masks")
-    diff = np.clip(p[m], window.low, window.high) - np.clip(t[m], window.low, window.high)
-    mse = float(np.mean(diff**2))
-    return float(10.0 * np.log10(window.width**2 / mse)) if mse > 0 else float("inf")
+        raise InputError(f"the {what} region is empty; check the masks")
+    return np.clip(p[m], window.low, window.high) - np.clip(t[m], window.low, window.high)
 
 
 def ssim_in_mask(

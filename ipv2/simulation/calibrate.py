@@ -28,7 +28,7 @@ import numpy.typing as npt
 from ipv2.core.errors import InputError
 from ipv2.simulation.noise_estimate import estimate_noise
 from ipv2.simulation.params import PhysicsParams
-from ipv2.simulation.physics import simulate_slices, simulate_slices_with_noise
+from ipv2.simulation.physics import SliceOptions, simulate_slices, simulate_slices_with_noise
 from ipv2.simulation.regions import erosion_for, region_mask
 
 BoolArray = npt.NDArray[np.bool_]
@@ -121,6 +121,28 @@ def _min_pixels(shape: tuple[int, ...]) -> int:
     return max(25, int(100 * shape[-1] * shape[-2] / 512**2))
 
 
+def _picked(
+    hu: npt.NDArray[np.float32],
+    padding: BoolArray | None,
+    slices: tuple[int, ...],
+    *,
+    seed: int,
+    device: str,
+    batch_size: int,
+) -> tuple[npt.NDArray[np.float32], SliceOptions]:
+    """The measured slices and how to simulate them (their own volume indices keep the
+    per-slice noise seeds of a whole-volume run)."""
+    idx = list(slices)
+    options: SliceOptions = {
+        "seed": seed,
+        "padding": None if padding is None else padding[idx],
+        "device": device,
+        "batch_size": batch_size,
+        "indices": idx,
+    }
+    return hu[idx], options
+
+
 def _usable_slices(mask: BoolArray, count: int, min_pixels: int = 100) -> tuple[int, ...]:
     per_slice = mask.reshape(mask.shape[0], -1).sum(axis=1)
     return spread_slices(np.flatnonzero(per_slice >= min_pixels), count)
@@ -153,22 +175,11 @@ def calibrate_to_noise(
             f"no slice has enough voxels in the {name} region to measure noise; choose "
             "another region or give an ROI"
         )
-    idx = list(slices)
-    sub = hu[idx]
-    sub_pad = None if padding is None else padding[idx]
-    sub_mask = mask[idx]
+    sub, run = _picked(hu, padding, slices, seed=seed, device=device, batch_size=batch_size)
+    sub_mask = mask[list(slices)]
 
     def measure(i0: float) -> float:
-        _, noise = simulate_slices_with_noise(
-            sub,
-            pixel_mm,
-            params.with_i0(i0),
-            seed=seed,
-            padding=sub_pad,
-            device=device,
-            batch_size=batch_size,
-            indices=idx,
-        )
+        _, noise = simulate_slices_with_noise(sub, pixel_mm, params.with_i0(i0), **run)
         return float(np.std(noise[sub_mask]))
 
     i0, achieved, ok, history = fit_i0(measure, target_hu, params.incident_photons)
@@ -219,22 +230,11 @@ def calibrate_to_uldct(
     slices = _usable_slices(n_mask, 2 * max_slices, _min_pixels(hu.shape))
     if not slices:
         raise InputError(f"the normal-dose volume has no usable {region} region")
-    idx = list(slices)
-    sub = hu[idx]
-    sub_pad = None if padding is None else padding[idx]
+    sub, run = _picked(hu, padding, slices, seed=seed, device=device, batch_size=batch_size)
 
     def measure(i0: float) -> float:
-        sim = simulate_slices(
-            sub,
-            pixel_mm,
-            params.with_i0(i0),
-            seed=seed,
-            padding=sub_pad,
-            device=device,
-            batch_size=batch_size,
-            indices=idx,
-        )
-        return estimate_noise(sim, region, sub_pad, what="simulation")
+        sim = simulate_slices(sub, pixel_mm, params.with_i0(i0), **run)
+        return estimate_noise(sim, region, run.get("padding"), what="simulation")
 
     i0, achieved, ok, history = fit_i0(measure, target, params.incident_photons)
     calibration = Calibration(

@@ -7,7 +7,8 @@ log; filtered back-projection; back to HU. Scanner padding is replaced by air be
 projecting (it is not anatomy and must not attenuate) and restored afterwards.
 
 Noise is drawn per slice from a generator seeded by (seed, slice index), so a slice's
-result does not depend on the batch size or on which other slices are simulated with it.
+result does not depend on the batch size or on which other slices are simulated with it
+(up to the float rounding of batched projections, a fraction of an HU).
 The same code runs on CUDA; CPU and CUDA draw different (equally valid) noise.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,9 @@ from ipv2.core.devices import resolve_device
 from ipv2.core.errors import InputError
 from ipv2.simulation.params import PhysicsParams
 from ipv2.simulation.projector import ParallelGeometry, Projector, get_projector
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -109,69 +114,37 @@ def check_slices(hu: np.ndarray, pixel_mm: float, padding: np.ndarray | None) ->
     return arr
 
 
-def simulate_slices(
-    hu: np.ndarray,
-    pixel_mm: float,
-    params: PhysicsParams,
-    *,
-    seed: int = 0,
-    padding: np.ndarray | None = None,
-    device: str = "cpu",
-    batch_size: int = 8,
-    first_index: int = 0,
-    progress: ProgressFn | None = None,
-    indices: Sequence[int] | None = None,
-) -> FloatArray:
-    """Low-dose versions (float32 HU, (B, H, W)) of HU slices (B, H, W).
+class SliceOptions(TypedDict, total=False):
+    """Options of :func:`simulate_slices` (defaults in :func:`_simulate`).
 
-    ``padding`` marks scanner padding, returned unchanged; ``first_index`` is the index
-    of the first slice within its volume (it selects the per-slice noise seeds, so a
-    volume simulated in pieces equals one simulated at once); ``indices`` gives each
-    slice's volume index explicitly instead, for non-contiguous picks.
+    ``seed``: noise seed of the run. ``padding``: scanner padding, returned unchanged.
+    ``device``, ``batch_size``: where and how many slices at once. ``first_index``: index of
+    the first slice within its volume (it selects the per-slice noise seeds, so a volume
+    simulated in pieces equals one simulated at once); ``indices``: each slice's volume
+    index explicitly, for non-contiguous picks. ``progress``: called with (done, total).
     """
-    sim, _ = _simulate(
-        hu,
-        pixel_mm,
-        params,
-        seed=seed,
-        padding=padding,
-        device=device,
-        batch_size=batch_size,
-        first_index=first_index,
-        progress=progress,
-        want_noise=False,
-        indices=indices,
-    )
-    return sim
+
+    seed: int
+    padding: np.ndarray | None
+    device: str
+    batch_size: int
+    first_index: int
+    progress: ProgressFn | None
+    indices: Sequence[int] | None
+
+
+def simulate_slices(
+    hu: np.ndarray, pixel_mm: float, params: PhysicsParams, **options: Unpack[SliceOptions]
+) -> FloatArray:
+    """Low-dose versions (float32 HU, (B, H, W)) of HU slices (B, H, W)."""
+    return _simulate(hu, pixel_mm, params, want_noise=False, **options)[0]
 
 
 def simulate_slices_with_noise(
-    hu: np.ndarray,
-    pixel_mm: float,
-    params: PhysicsParams,
-    *,
-    seed: int = 0,
-    padding: np.ndarray | None = None,
-    device: str = "cpu",
-    batch_size: int = 8,
-    first_index: int = 0,
-    progress: ProgressFn | None = None,
-    indices: Sequence[int] | None = None,
+    hu: np.ndarray, pixel_mm: float, params: PhysicsParams, **options: Unpack[SliceOptions]
 ) -> tuple[FloatArray, FloatArray]:
     """As :func:`simulate_slices`, also returning the simulated noise image (sim - clean)."""
-    sim, noise = _simulate(
-        hu,
-        pixel_mm,
-        params,
-        seed=seed,
-        padding=padding,
-        device=device,
-        batch_size=batch_size,
-        first_index=first_index,
-        progress=progress,
-        want_noise=True,
-        indices=indices,
-    )
+    sim, noise = _simulate(hu, pixel_mm, params, want_noise=True, **options)
     assert noise is not None
     return sim, noise
 
@@ -181,14 +154,14 @@ def _simulate(
     pixel_mm: float,
     params: PhysicsParams,
     *,
-    seed: int,
-    padding: np.ndarray | None,
-    device: str,
-    batch_size: int,
-    first_index: int,
-    progress: ProgressFn | None,
     want_noise: bool,
-    indices: Sequence[int] | None,
+    seed: int = 0,
+    padding: np.ndarray | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    first_index: int = 0,
+    progress: ProgressFn | None = None,
+    indices: Sequence[int] | None = None,
 ) -> tuple[FloatArray, FloatArray | None]:
     arr = check_slices(hu, pixel_mm, padding)
     if indices is None:
