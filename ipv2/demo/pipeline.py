@@ -29,6 +29,7 @@ from ipv2.io.checkpoints import load_checkpoint
 from ipv2.metrics import RegionMasks, reference_metrics
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import write_case
+from ipv2.purification.modules import ALL_MODULES
 from ipv2.purification.recipe import Recipe
 from ipv2.training import TrainConfig, latest_checkpoint, train
 
@@ -154,8 +155,7 @@ def run_demo(
         data.mkdir()
         cases = _write_phantoms(config, data, rep)
         clock.lap("phantom")
-        modules = frozenset({1, 2, 3})
-        ipv2_recipe = Recipe.for_strategy("ipv2", modules)
+        ipv2_recipe = Recipe.for_strategy("ipv2", ALL_MODULES)
         rep.log(
             "building the IPv2 training set (Module 2 fitted to each uLDCT) for the weak denoiser"
         )

@@ -95,7 +95,7 @@ def model_metadata(
         "hparams": dict(model.hparams),
         "scheme": {"name": scheme.name, "params": scheme.params()},
         "window": window.to_json(),
-        "purification": {"strategy": strategy, "modules": list(modules or [])},
+        "purification": {"strategy": strategy, "modules": [int(m) for m in modules or []]},
         "data_fingerprint": data_fingerprint,
         "epoch": int(epoch),
         "step": int(step),

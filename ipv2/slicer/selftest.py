@@ -15,6 +15,7 @@ import torch
 from ipv2.core.hu_window import HUWindow
 from ipv2.io.checkpoints import model_metadata, save_model
 from ipv2.models.registry import build, get_spec
+from ipv2.purification.modules import Module
 from ipv2.schemes.registry import make_scheme
 
 
@@ -26,7 +27,11 @@ def tiny_checkpoint(
     spec = get_spec(arch)
     model = build(arch, **{**dict(spec.tiny), **hparams})
     meta = model_metadata(
-        model, make_scheme(spec.scheme), HUWindow(-1024.0, 1024.0), strategy="ipv2", modules=[1, 2]
+        model,
+        make_scheme(spec.scheme),
+        HUWindow(-1024.0, 1024.0),
+        strategy="ipv2",
+        modules=[Module.REMOVE_BACKGROUND, Module.ADD_NOISE],
     )
     return save_model(folder, model, meta)
 

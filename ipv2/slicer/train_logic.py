@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.core.errors import InputError
+from ipv2.purification.modules import Module
 from ipv2.runtime.jobs import Job
 from ipv2.runtime.runs import TrainingRun
 from ipv2.slicer.curves import TrainingCurve
@@ -83,7 +84,12 @@ class TrainLogicMixin:
 
     @staticmethod
     def datasetPlan(p: Any) -> DatasetPlan:
-        modules = tuple(m for m, on in ((1, p.module1), (2, p.module2), (3, p.module3)) if on)
+        chosen = (
+            (Module.REMOVE_BACKGROUND, p.module1),
+            (Module.ADD_NOISE, p.module2),
+            (Module.REMOVE_NOISE, p.module3),
+        )
+        modules = tuple(m for m, on in chosen if on)
         return DatasetPlan(
             source=path_text(p.dataSource),
             out_dir=path_text(p.datasetFolder),

@@ -156,7 +156,7 @@ class DatasetPlan:
     source: str
     out_dir: str
     strategy: str = "ipv2"
-    modules: tuple[int, ...] = (1, 2, 3)
+    modules: tuple[int, ...] = tuple(Module)
     t: float = 0.1
     mask_variant: str = "paper"
     dose: float = 0.02
