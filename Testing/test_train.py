@@ -230,3 +230,28 @@ def test_torchrun_ddp_gloo_on_cpu(tmp_path: Path) -> None:
     assert done[0]["step"] == 4  # 8 slices / (2 ranks x batch 2) x 2 epochs
     loaded = load_checkpoint(tmp_path / "run" / "final")
     assert loaded.meta["arch"] == "ffm" and loaded.meta["config"]["batch_size"] == 2
+
+
+def test_resume_of_a_copied_run_writes_into_the_copy(tmp_path: Path) -> None:
+    """A copied run folder resumed from another directory: the original is never touched."""
+    data = make_dataset(tmp_path / "ds")
+    work = tmp_path / "work"
+    work.mkdir()
+    first = subprocess.run(
+        [*cli(Path("../ds"), Path("rA"), "--max-steps", "4", "--checkpoint-every-steps", "2")],
+        capture_output=True, text=True, env=child_env(), timeout=300, cwd=work,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    original = sorted(p.name for p in (work / "rA" / "checkpoints").iterdir())
+    assert original, "the first run saved no checkpoint"
+    shutil.copytree(work / "rA", tmp_path / "rB")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ipv2", "train", "--resume", "--output", "rB", "--max-steps", "8",
+         "--events", "jsonl"],
+        capture_output=True, text=True, env=child_env(), timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in (work / "rA" / "checkpoints").iterdir()) == original
+    copied = sorted(p.name for p in (tmp_path / "rB" / "checkpoints").iterdir())
+    assert copied != original and copied[-1].endswith("8"), copied
+    assert data.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ipv2.cli.common import add_device_option, add_events_option
@@ -137,7 +138,8 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.steps is not None:
         scheme_params["steps"] = args.steps
     return TrainConfig(
-        data=args.data,
+        # Absolute, so a --resume from another working directory finds the same dataset.
+        data=str(Path(args.data).resolve()),
         output=args.output,
         model=args.model,
         scheme=args.scheme,
@@ -170,13 +172,15 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def resume_config(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-
     from ipv2.training.config import TrainConfig
 
     if not args.output:
         raise InputError("--resume needs --output RUN_FOLDER (the folder of the run to continue)")
     cfg = TrainConfig.load(Path(args.output) / "config.json")
+    # The run lives where the user points now: config.json's own "output" may be relative
+    # to another working directory, or name the folder this one was copied from, and
+    # resuming into that would overwrite its checkpoints.
+    cfg.output = str(args.output)
     overrides = {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
