@@ -59,7 +59,7 @@ def test_purify_ipv2_with_weak_and_missing_simulator(
                 *base,
                 "--modules",
                 "1,3",
-                "--weak",
+                "--weak-denoiser",
                 str(pair_files["W"]),
                 "--out-dir",
                 str(out),
