@@ -12,6 +12,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from IPv2DenoiseLib.model_selector import ModelSelector
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -25,6 +26,7 @@ from ipv2 import slicer as mrml
 from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
 from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
+from ipv2.slicer.dicom_export import DicomExportMixin
 from ipv2.slicer.layout import register_compare_layout
 from ipv2.slicer.nodes import path_text
 
@@ -57,6 +59,7 @@ class IPv2Denoise(ScriptedLoadableModule):
 class IPv2DenoiseParameterNode:
     uldctVolume: slicer.vtkMRMLScalarVolumeNode
     ndctVolume: slicer.vtkMRMLScalarVolumeNode
+    denoisedVolume: slicer.vtkMRMLScalarVolumeNode
     modelPath: pathlib.Path
     livePreview: bool = True
     maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
@@ -106,7 +109,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.createFusionVolumesButton.connect("clicked(bool)", self.onCreateFusionVolumes)
         self.ui.denoiseButton.connect("clicked(bool)", self.onDenoise)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        self.modelSelector = ModelSelector(self.ui, self.logic, lambda: self._parameterNode)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -118,6 +122,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run = None
 
     def enter(self):
+        self.modelSelector.refresh()  # models installed meanwhile (command line, IPv2Train)
         self.initializeParameterNode()
 
     def exit(self):
@@ -166,6 +171,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume)
         self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume)
         self.ui.wholeVolumeMasksButton.enabled = ready
+        self.ui.exportDicomButton.enabled = bool(p and p.denoisedVolume)
         self.ui.thresholdSliderWidget.enabled = bool(p and p.useFixedThreshold)
         self.schedulePreview()
 
@@ -186,9 +192,6 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._segmentation = preview.segmentation
         self.ui.previewStatusLabel.text = preview.describe()
-
-    def onModelChanged(self, path):
-        self.ui.modelInfoLabel.text = self.logic.describeModel(path)
 
     def _guarded(self, title):
         """Dependencies first (asking the user), then errors shown instead of raised."""
@@ -239,6 +242,13 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.denoiseButton.enabled = False
                 self._timer.start()
 
+    def onExportDicom(self):
+        folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the DICOM series")
+        with slicer.util.tryWithErrorDisplay("DICOM export failed.", waitCursor=True):
+            if folder:
+                out = self.logic.exportDicom(self._parameterNode, folder)
+                self.ui.logTextEdit.appendPlainText(f"DICOM series written to {out}")
+
     def onCancel(self):
         if self._run is not None:
             self._cancelled = True
@@ -268,6 +278,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             node = self.logic.finishDenoise(run)
+            self.logic.fileDenoised(self._parameterNode, node, run)
         except IPv2Error as exc:
             self.logic.discardDenoise(run)
             slicer.util.errorDisplay(
@@ -281,7 +292,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.showCompare(self._parameterNode, node)
 
 
-class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, DenoiseLogicMixin):
+class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, DenoiseLogicMixin, DicomExportMixin):
     """Usable from the Python console; the node workflows live in ipv2.slicer.denoise_logic."""
 
     def getParameterNode(self):

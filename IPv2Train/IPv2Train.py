@@ -265,10 +265,12 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._finishedRun = run
 
     def onUseInDenoise(self):
-        model = self.logic.modelToUse(self._finishedRun)
-        denoise = slicer.modules.ipv2denoise.widgetRepresentation().self()
-        denoise.logic.getParameterNode().modelPath = pathlib.Path(model)
-        slicer.util.selectModule("IPv2Denoise")
+        with slicer.util.tryWithErrorDisplay("Installing the model failed.", waitCursor=True):
+            model = self.logic.installTrainedModel(self._finishedRun)  # into the model store
+            denoise = slicer.modules.ipv2denoise.widgetRepresentation().self()
+            denoise.modelSelector.refresh()
+            denoise.logic.getParameterNode().modelPath = pathlib.Path(model.path)
+            slicer.util.selectModule("IPv2Denoise")
 
 
 class IPv2TrainLogic(ScriptedLoadableModuleLogic, TrainLogicMixin):

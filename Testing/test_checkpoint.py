@@ -110,6 +110,44 @@ def test_foreign_json_is_refused(tmp_path: Path) -> None:
         ck.load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("body", [b"\xff\xfe{", b'{"format": "ipv2-model",', b"[1, 2]"])
+def test_damaged_model_json_is_one_error_naming_it(tmp_path: Path, body: bytes) -> None:
+    folder = save_tiny(tmp_path / "ck")
+    (folder / "model.json").write_bytes(body)
+    with pytest.raises(InputError, match=r"model\.json (is not|holds a JSON list)"):
+        ck.load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [
+        (["flow"], "'scheme' must be an object"),
+        ({"name": "flow", "params": 3}, "'scheme' must be an object"),
+        ({"name": "flow", "params": {"bogus": 1}}, "does not take these parameters"),
+        ({"name": "flow", "params": {"steps": "many"}}, "invalid scheme parameters"),
+        ({"name": "nope"}, "unknown scheme 'nope'"),
+    ],
+)
+def test_damaged_scheme_record_is_named(tmp_path: Path, scheme: object, expected: str) -> None:
+    folder = save_tiny(tmp_path / "ck")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["scheme"] = scheme
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=f"model.json: .*{expected}"):
+        ck.load_checkpoint(folder)
+
+
+def test_damaged_train_state_json_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "ck"
+    ck.write_checkpoint(
+        folder, {"w": torch.zeros(2)}, {"format": ck.FORMAT}, state=ck.TrainState({}, {"step": 1})
+    )
+    assert ck.load_train_state(folder).scalars["step"] == 1
+    (folder / ck.STATE_META).write_text('{"step": 1,')
+    with pytest.raises(InputError, match=r"train_state\.json is not valid JSON"):
+        ck.load_train_state(folder)
+
+
 def test_failed_write_leaves_previous_checkpoint_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

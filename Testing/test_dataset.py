@@ -58,16 +58,15 @@ def test_build_from_png_layout(png_source: Path, tmp_path: Path) -> None:
 
 
 def test_ipv2_without_weak_denoiser_builds_the_rest(png_source: Path, tmp_path: Path) -> None:
+    """As in ``purify``: Module 3 is skipped, modules 1,2 run, and one note says how to add it."""
     manifest = build_dataset(png_source, tmp_path / "ds", BuildConfig(recipe=Recipe()))
-    assert "lung" in manifest["kinds"] and "ndct" in manifest["kinds"]
-    try:
-        import ipv2.simulation  # noqa: F401
-    except ModuleNotFoundError:
-        assert "input" not in manifest["kinds"]
-    else:  # Module 2 used the simulator
-        assert {"input", "sim"} <= set(manifest["kinds"])
-    assert "label" not in manifest["kinds"]
-    assert any("Module 3" in w for w in manifest["warnings"])
+    assert manifest["modules"] == [1, 2]
+    assert {"input", "sim", "label", "lung", "ndct"} <= set(manifest["kinds"])
+    assert manifest["parameters"]["formulas"]["label"] == "L*U + (1-L)*N"
+    texts = manifest["warnings"] + [w for c in manifest["cases"] for w in c["warnings"]]
+    said = " ".join(texts)
+    assert said.count("Module 3") == 1 and said.count("--weak-denoiser WEAK") == 1
+    assert "needs W" not in said  # the old doubled "Module 3 ... needs" wording is gone
 
 
 def test_build_from_manifest_with_precomputed_sources(tmp_path: Path) -> None:

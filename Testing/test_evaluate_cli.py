@@ -11,7 +11,7 @@ import pytest
 from ipv2.cli import main
 from ipv2.io.png_layout import write_png_slice
 from ipv2.io.volumes import write_volume
-from ipv2.metrics.pretrained import INCEPTION_ENV, INCEPTION_FILE
+from ipv2.metrics.pretrained import CLIP_ENV, INCEPTION_ENV, INCEPTION_FILE
 from ipv2.phantom import make_phantom
 
 
@@ -170,3 +170,56 @@ def test_reference_metrics_without_truth_are_refused(
     assert "--truth" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(files["uldct"]), "--metrics", "lpips"]) == 1
     assert "unknown metric" in capsys.readouterr().err
+
+
+def test_default_metrics_run_offline(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No --metrics and no weights: the ground-truth metrics run; FID/KID/CLIP-FID say why not."""
+    monkeypatch.delenv(INCEPTION_ENV, raising=False)
+    monkeypatch.delenv(CLIP_ENV, raising=False)
+    out = tmp_path / "report.json"
+    args = ["evaluate", "--pred", str(files["uldct"]), "--truth", str(files["truth"])]
+    assert main([*args, "--label", str(files["ndct"]), "--out", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["metrics"] == ["psnr", "ssim", "noise"]
+    assert "fid" not in report["summary"] and report["summary"]["psnr"] > 10.0
+    assert any("--inception-weights" in n for n in report["notes"])
+    assert "--clip-weights" in capsys.readouterr().err
+    # Nothing computable is refused up front, saying what to give.
+    assert main(["evaluate", "--pred", str(files["uldct"]), "--label", str(files["ndct"])]) == 1
+    assert "--truth" in capsys.readouterr().err
+
+
+def test_stand_in_refuses_clipfid_that_would_repeat_fid(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pixelstats stand-in has one feature space: CLIP-FID would equal FID, so no."""
+    args = ["evaluate", "--pred", str(files["pred_png"]), "--label", str(files["label_png"])]
+    args += ["--feature-extractor", "pixelstats", "--kid-subsets", "5"]
+    assert main([*args, "--metrics", "fid,clipfid", "--quiet"]) == 1
+    assert "repeat" in capsys.readouterr().err
+    out = tmp_path / "stand-in.json"
+    assert main([*args, "--out", str(out), "--quiet"]) == 0  # default: fid and kid only
+    report = json.loads(out.read_text())
+    assert report["metrics"] == ["fid", "kid"] and "clipfid" not in report["summary"]
+
+
+def test_small_sets_warn_for_fid_and_kid(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 slices: FID's covariance is singular and every KID subset is the whole set."""
+    out = tmp_path / "small.json"
+    args = ["evaluate", "--pred", str(files["pred_png"]), "--label", str(files["label_png"])]
+    args += ["--metrics", "fid,kid", "--feature-extractor", "pixelstats", "--kid-subsets", "5"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["summary"]["kid_std"] < 1e-9  # what the warning is about
+    warnings = report["warnings"]
+    assert any(w.startswith("FID from 8 slices") for w in warnings)
+    assert any("kid_std" in w for w in warnings) and any("fewer than" in w for w in warnings)
+    assert all(w in err for w in warnings)

@@ -167,6 +167,40 @@ def test_out_of_memory_halves_the_batch_and_finishes(model_dir: Path) -> None:
     np.testing.assert_allclose(out, reference, atol=0.05)  # HU; batch-size rounding
 
 
+def test_cpu_allocator_failure_is_out_of_memory_too(model_dir: Path) -> None:
+    """The CPU allocator's "can't allocate memory" halves the batch like CUDA's OOM."""
+
+    class CpuOomRunner(_OomOnceRunner):
+        def run(self, unit, start, stop, on_step, cancel):  # type: ignore[no-untyped-def]
+            if stop - start > self.limit:
+                self.sizes.append(stop - start)
+                raise RuntimeError(
+                    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                    "allocate memory: you tried to allocate 160000000000 bytes."
+                )
+            return super().run(unit, start, stop, on_step=on_step, cancel=cancel)
+
+    loaded = load_checkpoint(model_dir)
+    runner = CpuOomRunner(loaded, torch.device("cpu"), 1, False, limit=1)
+    hu = np.random.default_rng(0).normal(-700, 50, (3, 32, 32)).astype(np.float32)
+    _, info = denoise_array(hu, loaded, DenoiseOptions(steps=1, batch_size=4), runner=runner)
+    assert info.oom_retries == 2 and info.batch_size == 1
+
+
+def test_slice_memory_is_estimated_before_any_allocation(model_dir: Path) -> None:
+    from ipv2.core.errors import InputError
+    from ipv2.inference.denoise import auto_batch_size, check_slice_fits
+
+    model = load_checkpoint(model_dir).model
+    cpu = torch.device("cpu")
+    check_slice_fits(model, (512, 512), cpu)
+    assert auto_batch_size(model, (64, 64), cpu, half=False) == 4
+    # 100000 x 100000 pixels: terabytes of feature maps, refused from the estimate alone.
+    assert auto_batch_size(model, (100000, 100000), cpu, half=False) == 1
+    with pytest.raises(InputError, match=r"one 100000x100000 slice .* GiB of feature maps"):
+        check_slice_fits(model, (100000, 100000), cpu)
+
+
 def test_unavailable_device_is_refused_clearly() -> None:
     from ipv2.core.errors import InputError
 

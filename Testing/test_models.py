@@ -112,3 +112,20 @@ def test_renamed_network_still_builds_from_its_old_name() -> None:
     assert old.arch == "redcnn" and type(old) is type(build("redcnn", width=8))
     with pytest.raises(InputError, match="unknown network"):
         build("regresor")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_default_network_is_within_the_bounds(name: str) -> None:
+    """The size limit refuses the absurd, never a network the registry offers."""
+    from ipv2.models.bounds import DEFAULT_MAX_PARAMS, parameter_count
+    from ipv2.models.registry import checked_hparams
+
+    params = checked_hparams(name)
+    assert parameter_count(MODELS[name].constructor, params) < DEFAULT_MAX_PARAMS / 20
+
+
+def test_bounds_count_matches_the_authors_ffm() -> None:
+    from ipv2.models.bounds import parameter_count
+
+    params = {"in_channels": 3, "base": 64, "mults": [1, 2, 4, 8], "dropout": 0.1}
+    assert round(parameter_count(FFM, params) / 1e6, 2) == 39.52

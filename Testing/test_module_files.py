@@ -137,3 +137,19 @@ def test_module_files_import_nothing_slicer_lacks_before_first_use() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_inspecting_a_training_source_does_not_load_torch() -> None:
+    """IPv2Train inspects a source on every change (outside the dependency guard), through
+    ``ipv2.data.build.discover_pairs``: that must not pull torch in (a missing torch would
+    show as the source's error, and importing it blocks the GUI)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport ipv2.slicer.training_plan, ipv2.data.build\n"
+        "print([m for m in ('torch', 'safetensors') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

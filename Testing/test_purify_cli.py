@@ -169,9 +169,12 @@ def test_bench_purify_runs(backend: str, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_purify_applies_a_weak_denoiser_checkpoint(
-    pair_files: dict[str, Path], tmp_path: Path
+    pair_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Module 3 from a checkpoint: W = weak(U) is computed, then L*W + (1-L)*N."""
+    """Module 3 from a checkpoint: W = weak(U) is computed, then L*W + (1-L)*N.
+
+    W is saved beside the outputs for QA, and each output gets a "wrote" line.
+    """
     from ipv2.inference.denoise import denoise_volume
     from ipv2.io.checkpoints import load_checkpoint
     from ipv2.slicer.selftest import tiny_checkpoint
@@ -190,3 +193,47 @@ def test_purify_applies_a_weak_denoiser_checkpoint(
     lung = masks == 2
     np.testing.assert_allclose(label[lung], w[lung], atol=1e-3)
     np.testing.assert_allclose(label[~lung], n.array[~lung], atol=1e-3)
+    np.testing.assert_allclose(read_volume(out / "weak.nrrd").array, w, atol=1e-3)
+    err = capsys.readouterr().err
+    for name in ("masks", "train_input", "eval_label", "weak"):
+        assert f"wrote {out / (name + '.nrrd')}" in err
+    assert f"wrote {out / 'report.json'}" in err
+
+
+def test_purify_defaults_without_a_weak_denoiser_run_modules_1_2_with_one_note(
+    pair_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The defaults (ipv2, modules 1,2,3) without --weak-denoiser work: Module 3 is skipped.
+
+    One note says so and names the flag; build-dataset does the same (test_dataset.py).
+    """
+    out = tmp_path / "out"
+    args = ["purify", "-U", str(pair_files["U"]), "-N", str(pair_files["N"])]
+    assert main([*args, "--out-dir", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"]["modules"] == [1, 2]
+    assert report["recipe"]["formulas"]["label"] == "L*U + (1-L)*N"
+    assert (out / "eval_label.nrrd").exists() and (out / "train_input.nrrd").exists()
+    err = capsys.readouterr().err
+    assert err.count("Module 3") == 1 and err.count("--weak-denoiser WEAK") == 1
+    assert report["notes"] == [line for line in err.splitlines() if "Module 3" in line]
+
+
+def test_purify_match_uldct_fits_the_simulated_lung_noise_to_u(tmp_path: Path) -> None:
+    """--match-uldct (as in simulate and build-dataset): S's lung noise is U's, no seam."""
+    from scipy import ndimage
+
+    case = make_phantom(size=128, slices=2, seed=21)
+    files = {"U": tmp_path / "u.nrrd", "N": tmp_path / "n.nrrd"}
+    write_volume(case.uldct, files["U"])
+    write_volume(case.ndct, files["N"])
+    args = ["purify", "-U", str(files["U"]), "-N", str(files["N"]), "--modules", "1,2"]
+    assert main([*args, "--match-uldct", "--out-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["inputs"]["match_uldct"] is True
+    assert "fitted" in report["inputs"]["simulated"]
+    core = ndimage.binary_erosion(case.masks_ref.lung, np.ones((1, 5, 5)))
+    sim = read_volume(tmp_path / "out" / "simulated.nrrd").array
+    real_core = ndimage.binary_erosion(case.masks_ld.lung, np.ones((1, 5, 5)))
+    real = (case.uldct.array - case.clean_ld.array)[real_core].std()
+    assert abs((sim - case.clean_ref.array)[core].std() - real) < 0.25 * real

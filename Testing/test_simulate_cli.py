@@ -82,6 +82,7 @@ def test_simulate_refuses_existing_output(
     ("extra", "message"),
     [
         (["--dose", "0"], "positive"),
+        (["--dose", "5"], "at most 1"),
         (["--i0", "-3"], "I0"),
         (["--mode", "reference", "--match-noise", "60"], "physical mode"),
         (["--batch-size", "0"], "batch-size"),
@@ -94,6 +95,53 @@ def test_simulate_bad_arguments(
     assert main(["simulate", "--ndct", str(ndct), "--out", str(out), "--quiet", *extra]) == 1
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_every_command_refuses_the_same_dose(
+    ndct: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One dose bound, one message: phantom, simulate, purify, build-dataset, the library.
+
+    Issue 18 item 10: ``simulate --dose 5`` was accepted (simulated at 500% of the full
+    dose) while ``phantom --dose 5`` was refused. Each command now refuses it before
+    creating or reading anything, with the words of ``check_dose_fraction``.
+    """
+    from ipv2.core.errors import InputError
+    from ipv2.data.build import BuildConfig
+    from ipv2.phantom import make_phantom
+    from ipv2.simulation.params import PhysicsParams, check_dose_fraction
+    from ipv2.simulation.simulator import Simulator
+
+    with pytest.raises(InputError) as expected:
+        check_dose_fraction(5.0)
+    message = str(expected.value)
+    assert "at most 1" in message and "got 5" in message
+    src = tmp_path / "src.csv"
+    src.write_text(f"uldct,ndct\n{ndct},{ndct}\n")
+    out = tmp_path / "out"
+    commands = {
+        "phantom": ["phantom", "--out", str(out)],
+        "simulate": ["simulate", "--ndct", str(ndct), "--out", str(out) + ".nrrd"],
+        "purify": ["purify", "-U", str(ndct), "-N", str(ndct), "--out-dir", str(out)],
+        "build-dataset": ["build-dataset", str(src), "--out", str(out)],
+    }
+    before = sorted(tmp_path.iterdir())
+    for name, args in commands.items():
+        assert main([*args, "--dose", "5", "--quiet"]) == 1, name
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"error: {message}"], (name, err)
+        assert sorted(tmp_path.iterdir()) == before, name  # refused before any output
+    calls = {
+        "Simulator": lambda: Simulator.for_dose(5.0),
+        "PhysicsParams": lambda: PhysicsParams(dose_fraction=5.0),
+        "make_phantom": lambda: make_phantom(size=32, slices=1, uldct_dose=5.0),
+        "BuildConfig": lambda: BuildConfig(dose_fraction=5.0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InputError) as refused:
+            call()
+        assert str(refused.value) == message, name
+    assert check_dose_fraction(1.0) == 1.0  # the full dose itself is allowed
 
 
 def test_simulate_match_noise_reports_the_fit(ndct: Path, tmp_path: Path) -> None:

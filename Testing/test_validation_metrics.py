@@ -1,6 +1,6 @@
 """Training validation uses the metrics package and still reports the numbers it always did.
 
-``ipv2/training/metrics.py`` used to compute MAE, PSNR and SSIM itself; validation now
+``ipv2/train/metrics.py`` used to compute MAE, PSNR and SSIM itself; validation now
 calls :func:`ipv2.metrics.reference.image_metrics`. The former implementation is kept
 here, verbatim, as the yardstick.
 """

@@ -5,8 +5,8 @@ through an explicit HU window) or a CSV/JSON manifest of paired volumes (columns
 ``uldct``, ``ndct`` and optionally ``patient``, ``split``, ``case``, ``simulated``,
 ``weak``). The output folder follows docs/dataset-format.md. Module 2 simulates sim(N)
 (``--match-uldct`` fits its dose per case); Module 3 needs a weak denoiser checkpoint
-(``--weak-denoiser``) or precomputed ``weak`` columns, and without one the labels are left out
-with a warning while everything else is built.
+(``--weak-denoiser``) or precomputed ``weak`` columns, and without them it is skipped with
+a note saying how to add it, while the other modules run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ipv2.cli.common import add_events_option
+from ipv2.cli.common import (
+    add_events_option,
+    add_match_uldct_flag,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.events import Reporter
 from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
 from ipv2.data.build import BuildConfig, build_dataset
@@ -65,24 +70,22 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dose", type=float, default=0.02, help="dose fraction for Module 2's simulation"
     )
-    p.add_argument(
-        "--match-uldct",
-        action="store_true",
-        help="fit Module 2's dose per case so the simulated noise matches that case's uLDCT",
-    )
+    add_match_uldct_flag(p)
     p.add_argument(
         "--weak-denoiser",
         "--weak",
         dest="weak_denoiser",
         type=Path,
         default=None,
-        help="weak denoiser checkpoint folder (Module 3, Remove Noise)",
+        help="weak denoiser checkpoint folder (Module 3, Remove Noise; skipped without it)",
     )
+    add_threads_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    apply_threads(args.threads)
     modules = None if args.modules is None else parse_modules(args.modules)
     masks = MaskOptions(variant=args.mask_variant, threshold_hu=args.threshold_hu)
     recipe = Recipe.for_strategy(

@@ -1,14 +1,16 @@
 """Options and helpers every subcommand shares.
 
-``add_device_option`` lives with the device rule in :mod:`ipv2.core.devices` (the benchmarks
-use it too) and is re-exported here for the commands.
+``add_device_option`` and ``add_threads_option`` live with the device and thread rules in
+:mod:`ipv2.core.devices` (the benchmarks use them too) and are re-exported here for the
+commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
-from ipv2.core.devices import add_device_option
+from ipv2.core.devices import add_device_option, add_threads_option, apply_threads
 from ipv2.core.events import ConsoleReporter, JsonlReporter, Reporter
 
 
@@ -29,4 +31,57 @@ def make_reporter(args: argparse.Namespace) -> Reporter:
     return ConsoleReporter(quiet=bool(getattr(args, "quiet", False)))
 
 
-__all__ = ["add_device_option", "add_events_option", "make_reporter"]
+def add_match_uldct_flag(parser: argparse.ArgumentParser) -> None:
+    """``--match-uldct`` for commands that have the real uLDCT at hand (purify, build-dataset).
+
+    One flag and one help text, so both commands fit Module 2's dose the same way
+    (:class:`ipv2.simulation.simulator.Simulator` with ``match_uldct``).
+    """
+    parser.add_argument(
+        "--match-uldct",
+        action="store_true",
+        help="fit Module 2's dose per case so the simulated noise in the lungs matches that "
+        "case's real uLDCT (no seam between simulated lungs and the rest of the input)",
+    )
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """reStructuredText inline markup -> plain text: ``x`` and :func:`x` become x.
+
+    The commands' descriptions are their module docstrings, written for the API docs;
+    ``--help`` is read in a terminal, where the backticks are noise.
+    """
+    return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
+
+
+def plain_help(parser: argparse.ArgumentParser) -> None:
+    """Apply :func:`plain_text` to a parser's description and option help, subcommands too."""
+    if parser.description:
+        parser.description = plain_text(parser.description)
+    if parser.epilog:
+        parser.epilog = plain_text(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain_text(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                if isinstance(choice.help, str):
+                    choice.help = plain_text(choice.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                plain_help(sub)
+
+
+__all__ = [
+    "add_device_option",
+    "add_events_option",
+    "add_match_uldct_flag",
+    "add_threads_option",
+    "apply_threads",
+    "make_reporter",
+    "plain_help",
+    "plain_text",
+]

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ipv2.cli.common import add_device_option, add_events_option
+from ipv2.cli.common import (
+    add_device_option,
+    add_events_option,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.events import Reporter
 
 
@@ -42,7 +47,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--base", type=int, default=d.base, help=f"FFM base channels ({d.base})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything (0)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_threads_option(p)
     add_device_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ipv2.demo import DemoConfig, run_demo
     from ipv2.demo.report import percent
 
+    threads = apply_threads(args.threads)
     config = DemoConfig(
         size=args.size,
         slices=args.slices,
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         base=args.base,
         seed=args.seed,
         device=args.device,
-        threads=args.threads,
+        threads=threads,
     )
     metrics = run_demo(config, args.out, reporter)
     comp = metrics["comparison"]

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ipv2.cli.common import add_device_option, add_events_option
+from ipv2.cli.common import (
+    add_device_option,
+    add_events_option,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.errors import InputError, OutputExistsError
 from ipv2.core.events import Reporter
 
@@ -35,16 +40,23 @@ def register(sub: Any) -> None:
         "--model",
         required=True,
         type=Path,
-        help="checkpoint folder (model.safetensors + model.json)",
+        help="model folder (model.safetensors + model.json), or the name of a model "
+        "installed with ipv2 models install",
     )
     p.add_argument(
         "--out",
         required=True,
         type=Path,
-        help="output volume (.nrrd, .nii, .nii.gz, .mha); for PNG input, a new folder",
+        help="output volume (.nrrd, .nii, .nii.gz, .mha); for PNG input or --format dicom, "
+        "a new folder",
     )
     p.add_argument(
         "--steps", type=int, default=None, help="sampler steps (default: the model's own)"
+    )
+    p.add_argument(
+        "--allow-long",
+        action="store_true",
+        help="run more than 1000 sampler steps (refused otherwise, with a time estimate)",
     )
     p.add_argument("--batch-size", default="auto", help="slices per batch, or auto (default)")
     p.add_argument("--half", action="store_true", help="bf16/fp16 autocast on CUDA")
@@ -52,6 +64,18 @@ def register(sub: Any) -> None:
         "--dtype", choices=("float32", "int16"), default="float32", help="output voxel type"
     )
     p.add_argument("--series", default=None, help="DICOM series UID when the folder holds several")
+    p.add_argument(
+        "--format",
+        choices=("auto", "dicom"),
+        default="auto",
+        help="auto: as --out's suffix says (default); dicom: a derived DICOM series of the "
+        "input series (same patient and study, new series; 16-bit with rescale, --dtype unused)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --format dicom: replace a DICOM series IPv2 wrote to --out before",
+    )
     p.add_argument(
         "--png-window",
         nargs=2,
@@ -61,6 +85,7 @@ def register(sub: Any) -> None:
         help="HU window of 8-bit PNG input (default -1024 1024)",
     )
     add_device_option(p)
+    add_threads_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
 
@@ -79,19 +104,30 @@ def _batch(text: str) -> int | None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ipv2.core.devices import resolve_device
-    from ipv2.inference.denoise import DenoiseOptions, denoise_volume
+    from ipv2.inference.denoise import DenoiseOptions, check_denoise, denoise_volume
     from ipv2.io.checkpoints import load_checkpoint
+    from ipv2.io.model_store import find_model
     from ipv2.runtime.stop_requests import StopRequest
 
+    apply_threads(args.threads)
     options = DenoiseOptions(
-        steps=args.steps, device=args.device, batch_size=_batch(args.batch_size), half=args.half
+        steps=args.steps,
+        device=args.device,
+        batch_size=_batch(args.batch_size),
+        half=args.half,
+        allow_long=args.allow_long,
     )
     source = args.input.resolve()
     png_names = _png_names(source)
-    _check_output(args.out, source, png_mode=bool(png_names))
+    dicom_source = _dicom_source(args, source, png_names)
+    if dicom_source is None:
+        _check_output(args.out, source, png_mode=bool(png_names))
     device = resolve_device(options.device)
-    loaded = load_checkpoint(args.model, device=device)
+    loaded = load_checkpoint(find_model(args.model), device=device)
     volume = _read_input(source, args, png_names)
+    if dicom_source is not None:
+        dicom_source.slice_order(volume)  # a grid mismatch fails before the denoising
+    check_denoise(volume.array, loaded, options)  # absurd steps or sizes: refused first
     reporter.log(
         f"denoising {volume.depth} slices of {volume.shape[1]}x{volume.shape[2]} with "
         f"{loaded.meta.get('arch')} ({loaded.scheme.name}) on {device}"
@@ -116,7 +152,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         **info.to_json(),
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
-    out = _write_output(result, args, png_names, sidecar=sidecar)
+    if dicom_source is not None:
+        out = _write_dicom(result, dicom_source, args, sidecar=sidecar)
+    else:
+        out = _write_output(result, args, png_names, sidecar=sidecar)
     reporter.log(f"wrote {out} ({info.seconds / max(info.slices, 1):.3f} s per slice)")
     reporter.done(status="ok", out=str(out), **info.to_json())
     return 0
@@ -127,6 +166,43 @@ def _png_names(source: Path) -> list[str]:
         return []
     pngs = sorted(p.name for p in source.glob("*.png"))
     return pngs if pngs and not any(source.glob("*.dcm")) else []
+
+
+def _dicom_source(args: argparse.Namespace, source: Path, png_names: list[str]) -> Any:
+    """For --format dicom, the input series' checked headers; read before any model loads."""
+    if args.format != "dicom":
+        if args.overwrite:
+            raise InputError("--overwrite applies only to --format dicom output folders")
+        return None
+    from ipv2.io.dicom_series import check_output_folder
+    from ipv2.io.dicom_source import read_source_series
+
+    if png_names or not source.is_dir():
+        raise InputError(
+            "--format dicom needs a DICOM series folder as --input: the derived series "
+            "keeps that series' patient, study and geometry"
+        )
+    check_output_folder(args.out, source_folder=source, overwrite=args.overwrite)
+    return read_source_series(source, args.series)
+
+
+def _write_dicom(
+    result: Any, source: Any, args: argparse.Namespace, *, sidecar: dict[str, Any]
+) -> Path:
+    from ipv2.io.dicom_series import Derivation, write_derived_series
+
+    derivation = Derivation(
+        model=Path(sidecar["model"]).name, arch=str(sidecar["arch"]), steps=int(sidecar["steps"])
+    )
+    written = write_derived_series(
+        result,
+        source,
+        args.out,
+        derivation=derivation,
+        overwrite=args.overwrite,
+        sidecar={**sidecar, "source_series_instance_uid": source.uid},
+    )
+    return written.folder
 
 
 def _check_output(out: Path, source: Path, png_mode: bool) -> None:

@@ -10,26 +10,40 @@ repeated to 3 channels; the report states each extractor's conventions. PSNR/SSI
 measured inside the body and residual noise inside background and lungs, with masks
 from --masks (ipv2 purify's label map: 0 background, 1 body, 2 lung) or computed from
 the truth. Prints a table; --out writes JSON, --csv one row per case plus the 'all' row.
+
+Without --metrics it computes what runs offline: PSNR, SSIM and noise when --truth is
+given; FID and KID with --label when Inception weights are given (or the pixelstats
+stand-in is asked for); CLIP-FID with --label when CLIP weights are given. The stand-in
+has one feature space, so it refuses CLIP-FID (it would repeat FID). Sets too small for
+FID or KID are computed but warned about.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
-from ipv2.cli.common import add_device_option, add_events_option
+from ipv2.cli.common import (
+    add_device_option,
+    add_events_option,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.errors import InputError, OutputExistsError
 from ipv2.core.events import Reporter
 from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
 from ipv2.io.atomic import atomic_text_file, write_json_atomic
+from ipv2.io.output_guard import check_outputs_apart
 from ipv2.metrics.distances import STANDARD_KID_SUBSET, STANDARD_KID_SUBSETS
 from ipv2.metrics.evaluate import (
     EXTRACTOR_FOR,
     EvaluationOptions,
     EvaluationResult,
     clean_json,
+    default_metrics,
     evaluate,
     parse_metrics,
 )
@@ -67,8 +81,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--metrics",
         default=None,
-        help="comma list of fid,kid,clipfid,psnr,ssim,noise (default: fid,kid,clipfid, plus "
-        "psnr,ssim,noise when --truth is given)",
+        help="comma list of fid,kid,clipfid,psnr,ssim,noise (default: psnr,ssim,noise with "
+        "--truth; fid,kid and clipfid with --label when their weights are given)",
     )
     p.add_argument(
         "--window",
@@ -92,8 +106,8 @@ def register(sub: Any) -> None:
         "--feature-extractor",
         choices=("pretrained", "pixelstats"),
         default="pretrained",
-        help="pixelstats = deterministic stand-in for smoke tests; its FID/KID are NOT comparable "
-        "to Inception values",
+        help="pixelstats = deterministic stand-in for smoke tests (FID and KID only); its "
+        "FID/KID are NOT comparable to Inception values",
     )
     p.add_argument("--kid-subsets", type=int, default=STANDARD_KID_SUBSETS)
     p.add_argument(
@@ -108,21 +122,59 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="slices per feature batch")
     p.add_argument("--out", help="JSON report file")
     p.add_argument("--csv", help="CSV file, one row per case plus the 'all' row")
-    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--csv files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing --out/--csv files (never an input, nor a folder)",
+    )
     add_device_option(p)
+    add_threads_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
 
 
-def _check_output(path: str | None, overwrite: bool) -> Path | None:
+_EXT = {"--out": ".json", "--csv": ".csv"}
+
+
+def _check_output(path: str | None, overwrite: bool, option: str) -> Path | None:
     if path is None:
         return None
     p = Path(path)
+    if p.is_dir():
+        raise OutputExistsError(
+            f"{option} {p} is a folder; name a file (e.g. {p / ('report' + _EXT[option])}): "
+            "a folder is never replaced, even with --overwrite"
+        )
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} already exists; choose another name or pass --overwrite")
     if not p.parent.is_dir():
         raise InputError(f"output folder {p.parent} does not exist")
     return p
+
+
+def check_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """``--out`` and ``--csv`` checked before any work: never an input, never each other.
+
+    Inputs are every path the command reads: the image sets, the masks and the weight
+    files (from the options or their environment variables).
+    """
+    from ipv2.metrics.pretrained import CLIP_ENV, INCEPTION_ENV
+
+    check_outputs_apart(
+        outputs={"--out": args.out, "--csv": args.csv},
+        inputs={
+            "--pred": args.pred,
+            "--label": args.label,
+            "--truth": args.truth,
+            "--masks": args.masks,
+            "--inception-weights": args.inception_weights or os.environ.get(INCEPTION_ENV),
+            "--clip-weights": args.clip_weights or os.environ.get(CLIP_ENV),
+        },
+    )
+    return (
+        _check_output(args.out, args.overwrite, "--out"),
+        _check_output(args.csv, args.overwrite, "--csv"),
+    )
 
 
 def build_extractors(
@@ -181,11 +233,35 @@ def write_csv(path: Path, result: EvaluationResult) -> None:
         writer.writerows(rows)
 
 
+def choose_metrics(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str]]:
+    """The metrics to compute and notes on those left out (see the module docstring)."""
+    from ipv2.metrics.pretrained import CLIP_ENV, INCEPTION_ENV
+
+    stand_in = args.feature_extractor == "pixelstats"
+    notes: list[str] = []
+    if args.metrics:
+        metrics = parse_metrics(args.metrics)
+    else:
+        metrics, notes = default_metrics(
+            truth=bool(args.truth),
+            label=bool(args.label),
+            inception=stand_in or bool(args.inception_weights or os.environ.get(INCEPTION_ENV)),
+            clip=not stand_in and bool(args.clip_weights or os.environ.get(CLIP_ENV)),
+        )
+    if stand_in and "clipfid" in metrics:
+        raise InputError(
+            "clipfid with --feature-extractor pixelstats would reuse FID's stand-in features "
+            "and repeat its value; drop clipfid, or use the pretrained extractors with "
+            "--clip-weights FILE"
+        )
+    return metrics, notes
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     window = HUWindow(*args.window)
     png_window = HUWindow(*args.png_window)
-    default = "fid,kid,clipfid" + (",psnr,ssim,noise" if args.truth else "")
-    metrics = parse_metrics(args.metrics or default)
+    metrics, skipped = choose_metrics(args)
+    apply_threads(args.threads)
     options = EvaluationOptions(
         metrics=metrics,
         window=window,
@@ -197,16 +273,20 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     )
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    out_json = _check_output(args.out, args.overwrite)
-    out_csv = _check_output(args.csv, args.overwrite)
+    out_json, out_csv = check_outputs(args)
     extractors = build_extractors(args, metrics, reporter)
     pred = load_image_set(args.pred, "prediction", png_window)
     label = load_image_set(args.label, "label", png_window) if args.label else None
     truth = load_image_set(args.truth, "truth", png_window) if args.truth else None
     masks = read_label_maps(args.masks) if args.masks else None
+    for note in skipped:
+        reporter.log(note)
     result = evaluate(
         pred, options, label, truth=truth, extractors=extractors, masks=masks, reporter=reporter
     )
+    result.notes[:0] = skipped
+    for warning in result.warnings:
+        reporter.log(warning, level="warning")
     report = {
         "inputs": {
             "pred": args.pred,

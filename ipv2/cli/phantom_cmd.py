@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ipv2.cli.common import add_events_option
+from ipv2.cli.common import add_events_option, add_threads_option, apply_threads
 from ipv2.core.events import Reporter
 from ipv2.io.atomic import atomic_output_dir
 
@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
         default=None,
         help="fill outside the reconstruction circle with this HU, like a scanner (e.g. -3024)",
     )
+    add_threads_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
 
@@ -42,9 +43,12 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ipv2.core.errors import InputError
     from ipv2.phantom import make_phantom
     from ipv2.phantom.export import write_case
+    from ipv2.simulation.params import check_dose_fraction
 
     if args.cases < 1:
         raise InputError(f"--cases must be at least 1, got {args.cases}")
+    check_dose_fraction(args.dose)  # before the output folder exists
+    apply_threads(args.threads)
     with atomic_output_dir(args.out) as tmp:
         for i in range(args.cases):
             reporter.progress("phantom cases", i, args.cases)

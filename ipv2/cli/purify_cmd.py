@@ -2,9 +2,11 @@
 
 Writes into a new folder, atomically: ``masks.<ext>`` (uint8 label map: 0 background,
 1 body, 2 lung), ``train_input.<ext>`` and ``eval_label.<ext>`` (float32 HU, on U's
-grid) and ``report.json`` (parameters, per-slice lung and background fractions,
+grid), ``simulated.<ext>`` and ``weak.<ext>`` when S and W were computed here (for
+QA), and ``report.json`` (parameters, per-slice lung and background fractions,
 thresholds, warnings). U and N on different grids are refused with what differs, unless
-``--resample`` asks for N (and S, W) to be resampled onto U.
+``--resample`` asks for N (and S, W) to be resampled onto U. Without a weak denoiser,
+Module 3 is skipped with a note saying how to add it (the other modules run).
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ipv2.cli.common import add_events_option
+from ipv2.cli.common import (
+    add_events_option,
+    add_match_uldct_flag,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.errors import InputError
 from ipv2.core.events import Reporter
 from ipv2.core.padding import check_ct_range, detect_padding
@@ -26,8 +33,9 @@ from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.volumes import VOLUME_SUFFIXES, read_volume, to_sitk, write_volume
 from ipv2.purification.masks import MaskOptions
 from ipv2.purification.modules import parse_modules
-from ipv2.purification.pipeline import purify_pair
+from ipv2.purification.pipeline import purify_pair, without_module_3_unless_weak
 from ipv2.purification.recipe import DEFAULT_T, Recipe
+from ipv2.simulation.params import check_dose_fraction
 from ipv2.simulation.simulator import Simulator
 
 
@@ -52,7 +60,8 @@ def register(sub: Any) -> None:
         "--weak",
         "-W",
         dest="weak",
-        help="Module 3: a weak denoiser checkpoint folder (applied to U), or a W = weak(U) volume",
+        help="Module 3: a weak denoiser checkpoint folder (applied to U; W is saved as "
+        "weak.<ext>), or a W = weak(U) volume; without it Module 3 is skipped",
     )
     p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
@@ -75,9 +84,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dose", type=float, default=0.02, help="dose fraction when S is simulated here"
     )
+    add_match_uldct_flag(p)
     p.add_argument("--resample", action="store_true", help="resample N (and S, W) onto U's grid")
     p.add_argument("--format", choices=[s.lstrip(".") for s in VOLUME_SUFFIXES], default="nrrd")
     p.add_argument("--out-dir", "-o", required=True, help="new output folder")
+    add_threads_option(p)
     add_events_option(p)
     p.set_defaults(run=run)
 
@@ -113,6 +124,8 @@ def _load(
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    check_dose_fraction(args.dose)  # before any volume is read
+    apply_threads(args.threads)
     masks = MaskOptions(
         variant=args.mask_variant,
         threshold_hu=args.threshold_hu,
@@ -124,6 +137,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     recipe = Recipe.for_strategy(
         args.strategy, modules, t=args.t, feather_px=args.feather, masks=masks
     )
+    recipe, note = without_module_3_unless_weak(recipe, have_weak=bool(args.weak))
+    if note is not None:
+        reporter.log(note, level="warning")
     u = _load(args.uldct, "U", None, resample=False)
     resampled: list[str] = []
     n = _load(args.ndct, "N", u, resample=args.resample, log=resampled)
@@ -137,7 +153,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         weak_denoiser = load_weak_denoiser(args.weak)
     elif args.weak:
         weak = _load(args.weak, "W", u, resample=args.resample, log=resampled)
-    simulator = None if sim is not None else Simulator.for_dose(args.dose)
+    simulator = (
+        None if sim is not None else Simulator.for_dose(args.dose, match_uldct=args.match_uldct)
+    )
     if recipe.needs_simulated and simulator is not None:
         reporter.log(f"simulating S from N with {simulator.description}")
     if recipe.needs_weak and weak_denoiser is not None:
@@ -163,8 +181,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             "ndct": args.ndct,
             "simulated": args.simulated or sim_note,
             "weak": args.weak,
+            "match_uldct": bool(args.match_uldct),
         },
         "resampled": resampled,
+        "notes": [note] if note is not None else [],
         **result.report,
         "outputs": {},
     }
@@ -181,12 +201,18 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if result.simulated is not None and args.simulated is None:
             write_volume(result.simulated, tmp / f"simulated{ext}")
             outputs["simulated"] = f"simulated{ext}"
+        if result.weak is not None and result.sources.get("W") != "given":
+            write_volume(result.weak, tmp / f"weak{ext}")  # W = weak(U), for QA
+            outputs["weak"] = f"weak{ext}"
         report["outputs"] = outputs
         write_json_atomic(tmp / "report.json", report)
     reporter.progress("purify", 1, 1)
     for w in result.report["warnings"]:  # type: ignore[attr-defined]
         reporter.log(str(w), level="warning")
+    out_dir = Path(args.out_dir)
+    for name in [*report["outputs"].values(), "report.json"]:
+        reporter.log(f"wrote {out_dir / name}")
     lung = float(np.mean(result.masks.lung))
     reporter.metric("lung_fraction", lung)
-    reporter.done(status="ok", out_dir=str(Path(args.out_dir)), outputs=report["outputs"])
+    reporter.done(status="ok", out_dir=str(out_dir), outputs=report["outputs"])
     return 0

@@ -13,9 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ipv2.cli.common import add_device_option, add_events_option
+from ipv2.cli.common import (
+    add_device_option,
+    add_events_option,
+    add_threads_option,
+    apply_threads,
+)
 from ipv2.core.errors import InputError, OutputExistsError
 from ipv2.core.events import Reporter
+from ipv2.core.volume import Volume
 from ipv2.io.atomic import write_json_atomic
 from ipv2.io.volumes import read_volume, volume_suffix, write_volume
 from ipv2.simulation.filters import FILTERS
@@ -100,6 +106,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     add_device_option(parser)
+    add_threads_option(parser)
     add_events_option(parser)
     parser.set_defaults(run=run)
 
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         raise InputError(f"output folder {out.parent} does not exist")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    apply_threads(args.threads)
 
     params = PhysicsParams(
         dose_fraction=args.dose if args.dose is not None else _DEFAULTS.dose_fraction,
@@ -162,9 +170,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     report["input"] = str(args.ndct)
     if args.match_uldct:
         report["uldct"] = str(args.match_uldct)
-    write_volume(simulated, out, "float32")
     report["output"] = str(out)
-    write_json_atomic(report_file, report)
+    _write_both(simulated, report, out=out, report_file=report_file)
     dose = report.get("dose_fraction")
     if dose is not None:
         reporter.log(
@@ -180,3 +187,18 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         i0=report.get("i0"),
     )
     return 0
+
+
+def _write_both(simulated: Volume, report: dict[str, Any], *, out: Path, report_file: Path) -> None:
+    """The volume and its report appear together or not at all.
+
+    Each is written atomically; a failure or a stop (SIGTERM, Ctrl+C) between the two
+    removes the volume again, so no output is left without the report that describes
+    it. ``out`` did not exist when the command started (checked), so it is ours.
+    """
+    write_volume(simulated, out, "float32")
+    try:
+        write_json_atomic(report_file, report)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise

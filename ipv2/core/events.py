@@ -13,6 +13,7 @@ result fields), ``error`` (message).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
@@ -76,18 +77,38 @@ class JsonlReporter(Reporter):
 
 
 class ConsoleReporter(Reporter):
-    """Progress bars on stderr, one per stage; log lines and errors as plain text."""
+    """Progress, log lines and errors for people, on stderr.
+
+    On a terminal, progress is a bar per stage, and a stage reported with
+    ``parent=<open stage>`` (validation inside training) gets a second bar under it that
+    vanishes when done, so the outer bar is not restarted. Text goes through the bars'
+    writer, which lifts the bars, prints the line whole and redraws them.
+
+    Anywhere else (a file, a pipe, ``tee``, a terminal of unknown width) bars would write
+    carriage returns and redraws between the log lines; there progress is a plain line
+    at the start of a stage, at every tenth of it and at its end.
+    """
 
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
+        self.bars = _is_terminal(self.stream)
         self._bar: tqdm[Any] | None = None
         self._stage: str | None = None
+        self._inner: tqdm[Any] | None = None
+        self._inner_stage: str | None = None
         self._finished: str | None = None  # last completed stage, to ignore repeats
+        self._tenths: dict[str, int] = {}  # plain progress: last tenth printed per stage
 
     def emit(self, kind: str, **fields: Any) -> None:
         if kind == "progress":
-            self._progress(str(fields["stage"]), int(fields["done"]), int(fields["total"]))
+            parent = fields.get("parent")
+            self._progress(
+                str(fields["stage"]),
+                int(fields["done"]),
+                int(fields["total"]),
+                parent=None if parent is None else str(parent),
+            )
         elif kind == "log" and not (self.quiet and fields.get("level") == "debug"):
             self._write(str(fields["message"]))
         elif kind == "error":
@@ -97,8 +118,17 @@ class ConsoleReporter(Reporter):
             extra = " ".join(f"{k}={v}" for k, v in context.items())
             self._write(f"{fields['name']} = {fields['value']:.6g} {extra}".rstrip())
 
-    def _progress(self, stage: str, done: int, total: int) -> None:
-        if self.quiet or (stage == self._finished and done >= total):
+    def _progress(self, stage: str, done: int, total: int, parent: str | None = None) -> None:
+        if self.quiet:
+            return
+        nested = parent is not None and parent == self._stage
+        if not nested and stage == self._finished and done >= total:
+            return
+        if not self.bars:
+            self._plain(stage, done, total, nested=nested)
+            return
+        if nested:
+            self._inner_progress(stage, done, total)
             return
         if self._bar is None or stage != self._stage:
             from tqdm import tqdm  # imported on first use: Slicer may not have it yet
@@ -112,14 +142,59 @@ class ConsoleReporter(Reporter):
             self.close()
             self._finished = stage
 
+    def _inner_progress(self, stage: str, done: int, total: int) -> None:
+        """A bar under the open one (validation inside training), removed when done."""
+        if self._inner is None or stage != self._inner_stage or done < self._inner.n:
+            from tqdm import tqdm
+
+            self._close_inner()
+            self._inner = tqdm(total=total, desc=stage, file=self.stream, leave=False)
+            self._inner_stage = stage
+        self._inner.total = total
+        self._inner.update(done - self._inner.n)
+        if done >= total:
+            self._close_inner()
+
+    def _plain(self, stage: str, done: int, total: int, *, nested: bool) -> None:
+        """One line at a stage's start, at each further tenth, and at its end."""
+        tenth = 10 * done // total if total > 0 else 10
+        last = self._tenths.get(stage)
+        if last is None or tenth > last or (done == 0 and last > 0):
+            percent = round(100 * done / total) if total > 0 else 100
+            print(f"{stage}: {done}/{total} ({percent}%)", file=self.stream, flush=True)
+            self._tenths[stage] = tenth
+        if done >= total:
+            self._tenths.pop(stage, None)
+            if not nested:
+                self._finished = stage
+                self._stage = None
+        elif not nested:
+            self._stage = stage
+
     def _write(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.write(text, file=self.stream)
+        bar = self._inner or self._bar
+        if bar is not None:
+            bar.write(text, file=self.stream)
         else:
             print(text, file=self.stream, flush=True)
 
+    def _close_inner(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+            self._inner_stage = None
+
     def close(self) -> None:
+        self._close_inner()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-            self._stage = None
+        self._stage = None
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    """A terminal with a known width: where progress bars can redraw in place."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -8,18 +8,18 @@ manifest). Every case goes through :func:`ipv2.purification.pipeline.purify_pair
 output is written into a temporary folder and renamed at the end, so a failure leaves
 nothing behind. Module 2 runs the low-dose simulator (``ipv2.simulation``), optionally
 fitted to each case's uLDCT; Module 3 applies a weak denoiser checkpoint. Without a weak
-denoiser the labels are left out, the manifest says why, and everything else is built
-(that is the first step of building with Module 3: the weak denoiser trains on it).
+denoiser (or ``weak`` volumes for every case) Module 3 is skipped: the other modules run,
+and one note, in the log and the manifest, says how to add it (such a dataset is also
+what the weak denoiser trains on).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from ipv2 import __version__
 from ipv2.core.errors import InputError
 from ipv2.core.events import Reporter
 from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
+from ipv2.core.json_files import read_json
 from ipv2.core.padding import check_ct_range, detect_padding
 from ipv2.core.volume import Volume
 from ipv2.data.format import (
@@ -37,13 +38,20 @@ from ipv2.data.format import (
     SPLITS,
     assign_splits,
 )
-from ipv2.inference.weak_denoiser import WeakDenoiser, load_weak_denoiser
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.png_layout import PngPair, list_png_pairs, read_png_pair
 from ipv2.io.volumes import read_volume
-from ipv2.purification.pipeline import MISSING_W, Simulate, WeakDenoise, purify_pair
+from ipv2.purification.pipeline import (
+    Simulate,
+    WeakDenoise,
+    purify_pair,
+    without_module_3_unless_weak,
+)
 from ipv2.purification.recipe import Recipe
-from ipv2.simulation.simulator import Simulator
+
+if TYPE_CHECKING:
+    from ipv2.inference.weak_denoiser import WeakDenoiser
+    from ipv2.simulation.simulator import Simulator
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,13 @@ class BuildConfig:
     dose_fraction: float = 0.02
     match_uldct: bool = False  # fit each case's simulated dose to its own real uLDCT noise
     weak_checkpoint: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Checked even when every case brings its own S: a bad dose is a bad argument,
+        # refused before anything is read or created, with the simulation's own words.
+        from ipv2.simulation.params import check_dose_fraction  # loads torch: not at import
+
+        check_dose_fraction(self.dose_fraction)
 
 
 def discover_pairs(source: str | os.PathLike[str]) -> list[SourcePair]:
@@ -147,10 +162,7 @@ def _manifest_rows(src: Path) -> list[dict[str, str]]:
                 for row in csv.DictReader(fh)
             ]
     if suffix == ".json":
-        try:
-            data = json.loads(src.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{src} is not valid JSON: {exc}") from exc
+        data = read_json(src, what="a manifest of pairs (a list, or {'pairs': [...]})")
         if isinstance(data, dict):
             data = data.get("pairs")
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -172,7 +184,10 @@ def build_dataset(
     """Build the dataset into ``out_dir`` (a new folder) and return its manifest."""
     rep = reporter or Reporter()
     pairs = discover_pairs(source)
-    recipe = config.recipe
+    have_weak = config.weak_checkpoint is not None or all(p.weak for p in pairs)
+    recipe, note = without_module_3_unless_weak(config.recipe, have_weak=have_weak)
+    config = replace(config, recipe=recipe)
+    warnings: list[str] = [note] if note is not None else []
     given = [p.split for p in pairs]
     if config.resplit or any(s is None for s in given):
         splits = assign_splits(
@@ -182,16 +197,17 @@ def build_dataset(
     else:
         splits = [str(s) for s in given]
         split_rule = "as given by the source"
+    # Imported here: the Slicer panel reads sources through this module (discover_pairs)
+    # before torch is installed, and these two load torch.
+    from ipv2.inference.weak_denoiser import load_weak_denoiser
+    from ipv2.simulation.simulator import Simulator
+
     simulator: Simulator | None = None
     if recipe.needs_simulated and not all(p.simulated for p in pairs):
         simulator = Simulator.for_dose(config.dose_fraction, match_uldct=config.match_uldct)
     weak: WeakDenoiser | None = None
-    warnings: list[str] = []
-    if recipe.needs_weak and not all(p.weak for p in pairs):
-        if config.weak_checkpoint is not None:
-            weak = load_weak_denoiser(config.weak_checkpoint)
-        else:
-            warnings.append("evaluation labels not built: " + MISSING_W)
+    if recipe.needs_weak and not all(p.weak for p in pairs) and config.weak_checkpoint is not None:
+        weak = load_weak_denoiser(config.weak_checkpoint)
     for w in warnings:
         rep.log(w, level="warning")
     cases: list[dict[str, Any]] = []

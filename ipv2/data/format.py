@@ -9,7 +9,6 @@ are known, so no patient's anatomy leaks from training into testing.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ipv2.core.errors import InputError
+from ipv2.core.json_files import read_json
 
 FORMAT = "ipv2-dataset"
 FORMAT_VERSION = 1
@@ -90,10 +90,7 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(
             f"{root} is not a purified dataset: {path} is missing (run ipv2 build-dataset)"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    data = read_json(path, what=f"an {FORMAT} manifest (written by ipv2 build-dataset)")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path} is not an {FORMAT} manifest")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:

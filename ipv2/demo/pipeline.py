@@ -29,7 +29,7 @@ from ipv2.io.checkpoints import load_checkpoint
 from ipv2.metrics import RegionMasks, reference_metrics
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import write_case
-from ipv2.purification.modules import ALL_MODULES
+from ipv2.purification.modules import ALL_MODULES, Module
 from ipv2.purification.recipe import Recipe
 from ipv2.training import TrainConfig, latest_checkpoint, train
 
@@ -159,7 +159,9 @@ def run_demo(
         rep.log(
             "building the IPv2 training set (Module 2 fitted to each uLDCT) for the weak denoiser"
         )
-        stage1 = BuildConfig(recipe=ipv2_recipe, match_uldct=True, window=window)
+        # Module 3 needs the weak denoiser this stage trains: modules 1,2 only here.
+        stage1_recipe = Recipe.for_strategy("ipv2", ALL_MODULES - {Module.REMOVE_NOISE})
+        stage1 = BuildConfig(recipe=stage1_recipe, match_uldct=True, window=window)
         build_dataset(data / "pairs.csv", root / "dataset-ipv2-sim", stage1, reporter=rep)
         clock.lap("simulation")
         rep.log("training the weak denoiser (Module 3) on (sim(N), N)")

@@ -11,10 +11,17 @@ The network sees the input clipped to its window. Bone and metal brighter than t
 window keep their excess over the window's top in the output instead of being flattened;
 below the window there is only air and its noise, so the network's output stands there.
 Scanner padding is restored exactly.
+
+Runs far beyond any useful length (more than ``long_runs.MAX_SAMPLER_STEPS`` sampler
+steps, from ``--steps`` or from a model.json's scheme) are refused unless
+``allow_long`` is set, with a duration estimated from one measured network pass; a slice
+whose feature maps could not fit in the device's memory at all is refused before the
+first allocation, and on the CPU the batch is sized to the memory available.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +34,11 @@ from torch import Tensor, nn
 
 from ipv2.core.devices import resolve_device
 from ipv2.core.errors import CancelledError, InputError, IPv2Error
+from ipv2.core.long_runs import MAX_SAMPLER_STEPS, sampler_steps_refusal
 from ipv2.core.padding import detect_padding
 from ipv2.core.volume import Volume
 from ipv2.io.checkpoints import Loaded
+from ipv2.models.bounds import activation_bytes
 from ipv2.models.common import pad_to_stride
 
 FloatArray = npt.NDArray[np.float32]
@@ -48,6 +57,7 @@ class DenoiseOptions:
     device: str = "auto"
     batch_size: int | None = None
     half: bool = False
+    allow_long: bool = False  # run more than MAX_SAMPLER_STEPS steps without refusing
 
 
 @dataclass
@@ -83,7 +93,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    # The CPU allocator says "DefaultCPUAllocator: can't allocate memory".
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def auto_batch_size(
@@ -95,7 +109,9 @@ def auto_batch_size(
     is deliberately rough: the out-of-memory fallback corrects an optimistic guess.
     """
     if device.type != "cuda":
-        return _CPU_BATCH
+        per_slice = slice_activation_bytes(model, shape, half=False)
+        fits = int(_available_cpu_bytes() * 0.5) // max(per_slice, 1)
+        return int(max(1, min(_CPU_BATCH, fits)))
     free, _ = torch.cuda.mem_get_info(device)
     width = int(
         getattr(model, "hparams", {}).get("base", getattr(model, "hparams", {}).get("width", 64))
@@ -103,6 +119,90 @@ def auto_batch_size(
     bytes_per_value = 2 if half else 4
     per_slice = shape[0] * shape[1] * width * bytes_per_value * 48
     return int(max(1, min(_MAX_AUTO_BATCH, (free * 0.6) // max(per_slice, 1))))
+
+
+def slice_activation_bytes(model: nn.Module, shape: tuple[int, int], *, half: bool) -> int:
+    """Estimated feature-map bytes of one slice through ``model`` (padded to its stride)."""
+    hparams = getattr(model, "hparams", None)
+    if not isinstance(hparams, dict) or not ("mults" in hparams or "width" in hparams):
+        return 0
+    stride = int(getattr(model, "stride", 1))
+    h, w = (-(-int(n) // stride) * stride for n in shape)
+    return activation_bytes(hparams, height=h, width=w, bytes_per_value=2 if half else 4)
+
+
+def _available_cpu_bytes() -> int:
+    """Memory the process can still use (Linux's MemAvailable), else the physical total."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _total_cpu_bytes()
+
+
+def _total_cpu_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62  # unknown: never refuse on this ground
+
+
+def check_slice_fits(model: nn.Module, shape: tuple[int, int], device: torch.device) -> None:
+    """Refuse slices whose feature maps alone exceed the device's whole memory.
+
+    Twice the total, so an estimate on the high side never refuses a run that fits; a
+    tighter squeeze is left to the batch sizing and the out-of-memory fallback.
+    """
+    need = slice_activation_bytes(model, shape, half=False)
+    if device.type == "cuda":
+        total = int(torch.cuda.get_device_properties(device).total_memory)
+    elif device.type == "cpu":
+        total = _total_cpu_bytes()
+    else:
+        return
+    if need > 2 * total:
+        raise InputError(
+            f"one {shape[0]}x{shape[1]} slice through this network needs about "
+            f"{need / 2**30:.3g} GiB of feature maps (estimated from its hyper-parameters), "
+            f"more than twice the {total / 2**30:.3g} GiB of {device.type} memory; use a "
+            "smaller model or crop the volume"
+        )
+
+
+def check_run_length(
+    runner: SliceRunner, unit: FloatArray, *, steps: int, allow_long: bool
+) -> None:
+    """Refuse more than ``MAX_SAMPLER_STEPS`` steps unless allowed, with a measured estimate.
+
+    One network pass on one slice is timed (twice, keeping the faster, so a first call's
+    warm-up does not inflate it) and scaled by steps and slices: a slight overestimate on
+    GPUs, where batching makes each slice cheaper.
+    """
+    if steps <= MAX_SAMPLER_STEPS or allow_long:
+        return
+    probe = SliceRunner(runner.loaded, runner.device, 1, runner.dtype is not None)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        probe.run(unit, 0, 1, on_step=None, cancel=None)
+        times.append(time.perf_counter() - t0)
+    per_pass = min(times)
+    slices = int(unit.shape[0])
+    h, w = unit.shape[1:]
+    message = sampler_steps_refusal(
+        steps,
+        estimate_s=per_pass * steps * slices,
+        basis=(
+            f"measured: one network pass on one {h}x{w} slice took {per_pass:.3g} s on "
+            f"{runner.device.type}, times {steps} steps and {slices} slice(s)"
+        ),
+        default_steps=int(runner.loaded.scheme.default_steps),
+    )
+    if message:
+        raise InputError(message)
 
 
 def _precision(device: torch.device, half: bool) -> torch.dtype | None:
@@ -170,6 +270,24 @@ class SliceRunner:
         return np.asarray(y.cpu().numpy(), dtype=np.float32)
 
 
+def _preflight(runner: SliceRunner, unit: FloatArray, *, steps: int, allow_long: bool) -> None:
+    check_slice_fits(runner.model, unit.shape[1:], runner.device)
+    check_run_length(runner, unit, steps=steps, allow_long=allow_long)
+
+
+def check_denoise(hu: npt.ArrayLike, loaded: Loaded, options: DenoiseOptions) -> None:
+    """The refusals :func:`denoise_array` makes before any work, for a caller that wants
+    them before it announces the run (so a refusal is the only thing the user sees)."""
+    vol = np.asarray(hu, dtype=np.float32)
+    vol = vol[None] if vol.ndim == 2 else vol
+    if vol.ndim != 3 or 0 in vol.shape:
+        return  # denoise_array says what is wrong with the shape
+    device = resolve_device(options.device)
+    steps = loaded.scheme.resolve_steps(options.steps)
+    runner = SliceRunner(loaded, device, steps, options.half)
+    _preflight(runner, loaded.window.to_unit(vol), steps=steps, allow_long=options.allow_long)
+
+
 def denoise_array(
     hu: npt.ArrayLike,
     loaded: Loaded,
@@ -196,6 +314,9 @@ def denoise_array(
     steps = loaded.scheme.resolve_steps(opts.steps)
     if runner is None:
         runner = SliceRunner(loaded, device, steps, opts.half)
+    window = loaded.window
+    unit = window.to_unit(vol)
+    _preflight(runner, unit, steps=steps, allow_long=opts.allow_long)
     batch = opts.batch_size or auto_batch_size(runner.model, vol.shape[1:], device, half=opts.half)
     if batch < 1:
         raise InputError(f"batch size must be at least 1, got {batch}")
@@ -205,8 +326,6 @@ def denoise_array(
         batch_size=batch,
         precision=str(runner.dtype).replace("torch.", "") if runner.dtype else "float32",
     )
-    window = loaded.window
-    unit = window.to_unit(vol)
     out = np.empty_like(vol)
     total = vol.shape[0] * steps
     t0 = time.perf_counter()

@@ -9,7 +9,9 @@ Single files go the same way through :func:`atomic_file`, the one place that doe
 hidden temporary file in the target's folder (a rename is only atomic within one file
 system), flushed to disk with ``fsync`` so a crash after the rename cannot leave an
 empty or truncated file under the final name, then ``os.replace``. JSON, CSV and volume
-writers all use it.
+writers all use it. A target that is a folder, or whose folder does not exist, is refused
+with one line before anything is written (a rename onto a folder fails, and must never
+become a deletion of it).
 """
 
 from __future__ import annotations
@@ -83,17 +85,40 @@ def atomic_file(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     one, e.g. ``.nii.gz``.
     """
     final = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    _check_file_target(final)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    except FileNotFoundError as exc:  # the folder vanished since the check
+        raise InputError(f"cannot write {final}: folder {final.parent} does not exist") from exc
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         _fsync_file(tmp)
         publish_permissions(tmp)
-        os.replace(tmp, final)
+        _check_file_target(final)  # a folder may have appeared under the name meanwhile
+        try:
+            os.replace(tmp, final)
+        except IsADirectoryError as exc:
+            raise _folder_error(final) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _check_file_target(final: Path) -> None:
+    """A file output must not name a folder (a rename would fail, never replace it)."""
+    if final.is_dir():
+        raise _folder_error(final)
+    if not final.parent.is_dir():
+        raise InputError(f"cannot write {final}: folder {final.parent} does not exist")
+
+
+def _folder_error(final: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"{final} is a folder, not a file; name a file for this output (the folder was "
+        "left as it is)"
+    )
 
 
 @contextmanager

@@ -36,8 +36,9 @@ from torch import Tensor
 from ipv2 import __version__
 from ipv2.core.errors import InputError
 from ipv2.core.hu_window import HUWindow
+from ipv2.core.json_files import read_json_object
 from ipv2.models.common import Network
-from ipv2.models.registry import build, get_spec
+from ipv2.models.registry import ALIASES, build, checked_hparams, get_spec
 from ipv2.schemes.base import Scheme
 from ipv2.schemes.registry import make_scheme
 
@@ -237,13 +238,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``model.json`` of a checkpoint, checked to be ours and of a version we read."""
     folder = checkpoint_dir(path)
-    try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"{folder / META} is not valid JSON ({exc}); the checkpoint is damaged"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(folder / META, what="an ipv2 model description (model.json)")
+    if meta.get("format") != FORMAT:
         raise InputError(
             f"{folder / META} is not an ipv2 model description (format is not {FORMAT!r})"
         )
@@ -265,21 +261,29 @@ def load_checkpoint(
 ) -> Loaded:
     """Rebuild the network from ``model.json``, verify and load the weights.
 
-    ``arch`` (optional) refuses a checkpoint of another architecture by name.
+    ``arch`` (optional) refuses a checkpoint of another architecture by name. The
+    hyper-parameters pass the bounds of :mod:`ipv2.models.bounds` (types, ranges, a
+    parameter count from a storage-free build) before the weights are read or a
+    network is allocated, so a hostile ``model.json`` costs milliseconds, not memory.
     """
     folder = checkpoint_dir(path)
     meta = read_metadata(folder)
     name = str(meta.get("arch"))
-    if arch is not None and name != arch:
+    if arch is not None and ALIASES.get(name, name) != ALIASES.get(arch, arch):
         raise InputError(
             f"{folder} holds a {name!r} network, not {arch!r}; choose a checkpoint trained "
             f"for {arch!r} or drop the architecture choice"
         )
     get_spec(name)
-    weights = load_verified(folder, WEIGHTS, meta.get("weights"))
     hparams = meta.get("hparams", {})
     if not isinstance(hparams, dict):
         raise InputError(f"{folder / META}: 'hparams' must be an object, got {hparams!r}")
+    try:
+        hparams = checked_hparams(name, hparams)
+    except InputError as exc:
+        raise InputError(f"{folder / META}: {exc}") from None
+    scheme = _scheme(meta.get("scheme"), folder)
+    weights = load_verified(folder, WEIGHTS, meta.get("weights"))
     try:
         model = build(name, **hparams)
     except (TypeError, ValueError) as exc:
@@ -287,10 +291,24 @@ def load_checkpoint(
     _check_shapes(model, weights, folder, name=name)
     model.load_state_dict(weights, strict=True)
     model.to(device).eval()
-    scheme_info = meta.get("scheme") or {}
-    scheme = make_scheme(str(scheme_info.get("name")), **scheme_info.get("params", {}))
     window = HUWindow.from_json(meta.get("window"))
     return Loaded(model, scheme, window, meta=meta, path=folder)
+
+
+def _scheme(info: Any, folder: Path) -> Scheme:
+    """The sampler ``model.json`` names, its damage reported as one line naming the file."""
+    info = info or {}
+    params = info.get("params", {}) if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not isinstance(params, dict):
+        raise InputError(
+            f"{folder / META}: 'scheme' must be an object with a name and params, got {info!r}"
+        )
+    try:
+        return make_scheme(str(info.get("name")), **params)
+    except InputError as exc:
+        raise InputError(f"{folder / META}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{folder / META}: invalid scheme parameters {params!r}: {exc}") from None
 
 
 def load_verified(folder: Path, filename: str, record: Any) -> dict[str, Tensor]:
@@ -371,10 +389,7 @@ def load_train_state(path: str | os.PathLike[str]) -> TrainState:
     meta_path = folder / STATE_META
     if not meta_path.is_file():
         raise InputError(f"{folder} holds no training state ({STATE_META}); it cannot be resumed")
-    try:
-        scalars = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{meta_path} is damaged ({exc})") from None
+    scalars = read_json_object(meta_path, what="ipv2 training state (train_state.json)")
     tensors = load_verified(folder, STATE_TENSORS, scalars.pop("tensors", None))
     return TrainState(tensors, scalars)
 

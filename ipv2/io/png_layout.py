@@ -11,6 +11,7 @@ taken for HU. Anything ambiguous (a file without its partner, a pair of differen
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import SimpleITK as sitk
 from ipv2.core.errors import InputError, OutputExistsError
 from ipv2.core.hu_window import DEFAULT_PNG_WINDOW, HUWindow
 from ipv2.core.volume import Volume
+from ipv2.io.native_stderr import native_stderr_held
+from ipv2.io.volume_limits import check_declared_size
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LOW, HIGH = "lq", "gt"
@@ -74,13 +77,47 @@ def _pngs(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
 
 
+def _check_png_header(path: Path) -> None:
+    """Refuse a PNG whose declared width x height would not fit, before decoding it.
+
+    Pillow opens lazily (the header only) and has its own decompression-bomb guard; its
+    error becomes one line, its warning (a large but possible image) is left to the
+    memory limit, which every image passes too.
+    """
+    # Imported here: Slicer imports this module (through io.volumes) before its optional
+    # packages are installed, and Pillow is one of them.
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                bands = len(image.getbands())
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{path} declares too many pixels to decode: {exc} A CT slice is far smaller; "
+            "the header is damaged, or convert a genuine huge image to a volume file"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's "cannot identify" and kin
+        raise InputError(f"cannot read PNG {path}: {exc}") from exc
+    # Up to 16 bits a sample: the decoder's buffer before any conversion.
+    check_declared_size(str(path), size=(width, height), bytes_per_pixel=2 * bands, unit="pixels")
+
+
 def read_gray8(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     """An 8-bit grayscale PNG as (y, x) uint8; RGB(A) is accepted only when it is gray."""
     p = Path(path)
+    _check_png_header(p)
     try:
-        image = sitk.ReadImage(str(p))
+        with native_stderr_held() as held:
+            image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(f"cannot read PNG {p}: {str(exc).strip().splitlines()[-1]}") from exc
+    problem = held.failure()
+    if problem:
+        raise InputError(f"cannot read PNG {p}: {problem}")
+    held.replay()
     arr = sitk.GetArrayFromImage(image)
     if arr.dtype != np.uint8:
         raise InputError(

@@ -4,12 +4,16 @@ Single-file formats only (NRRD, NIfTI, MHA) so that an output is one atomic file
 series folders are read-only. Every write goes to a temporary name beside the target and
 is renamed into place (:func:`ipv2.io.atomic.atomic_file`), so an interrupted run never
 leaves a half-written volume, and an existing file is never replaced unless the caller
-asks for it.
+asks for it. Every read vets the header first (:mod:`ipv2.io.volume_headers`: declared
+size against the memory limit, data attached), and a folder that is not a DICOM series
+is described (empty, PNG images, unreadable .dcm files) rather than merely refused.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,9 @@ import SimpleITK as sitk
 from ipv2.core.errors import InputError, OutputExistsError
 from ipv2.core.volume import Volume
 from ipv2.io.atomic import atomic_file
+from ipv2.io.native_stderr import native_stderr_held
+from ipv2.io.png_layout import is_png_layout
+from ipv2.io.volume_headers import check_file_size, check_series_size, last_line, read_file_header
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 _OUTPUT_DTYPES = {"float32": sitk.sitkFloat32, "int16": sitk.sitkInt16, "uint8": sitk.sitkUInt8}
@@ -50,13 +57,31 @@ class DicomSeries:
         return f"{self.uid}{desc} ({len(self.files)} files)"
 
 
+@contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """Silence ITK's own WARNING lines (e.g. "No Series were found") for a probe.
+
+    A probe that finds nothing is an expected outcome the caller explains in one line;
+    ITK would print its warnings to stderr besides it. The previous setting is restored.
+    """
+    before = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(before)
+
+
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     """All DICOM series in ``folder`` (not recursive), files sorted by slice position."""
     reader = sitk.ImageSeriesReader()
     out = []
-    for uid in reader.GetGDCMSeriesIDs(str(folder)):
-        files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
-        out.append(DicomSeries(uid=uid, files=files, description=_series_description(files[0])))
+    with _itk_warnings_off():
+        uids = reader.GetGDCMSeriesIDs(str(folder))
+        for uid in uids:
+            files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
+            desc = _series_description(files[0])
+            out.append(DicomSeries(uid=uid, files=files, description=desc))
     return out
 
 
@@ -78,7 +103,7 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     """
     series = list_dicom_series(folder)
     if not series:
-        raise InputError(f"no DICOM series found in folder {folder}")
+        raise InputError(_not_a_series(Path(folder)))
     if series_uid is None:
         if len(series) > 1:
             listing = "; ".join(s.label() for s in series)
@@ -95,13 +120,10 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
                 + "; ".join(s.label() for s in series)
             )
         chosen = matches[0]
+    check_series_size(chosen.files, f"DICOM series {chosen.label()}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series {chosen.label()}: {exc}") from exc
-    return _from_image(image, str(folder))
+    return _read_pixels(reader, f"DICOM series {chosen.label()}", source=str(folder))
 
 
 def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
@@ -120,20 +142,88 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
                 "(<root>/<split>/lq|gt) with an explicit HU window"
             )
         raise InputError(f"{p.name}: unsupported file type; use {_supported()}{hint}")
+    # Header first: the declared size is checked before any pixel memory is allocated.
+    reader = read_file_header(p, suffix)
+    _check_shape(str(p), dim=reader.GetDimension(), components=reader.GetNumberOfComponents())
+    check_file_size(reader, str(p))
+    return _read_pixels(reader, str(p), source=str(p))
+
+
+def _read_pixels(
+    reader: sitk.ImageFileReader | sitk.ImageSeriesReader, what: str, *, source: str
+) -> Volume:
+    """Execute a reader whose header passed, as a Volume; any failure is one line.
+
+    What the C++ code prints meanwhile is held back and shown only when the volume
+    was read (see :mod:`ipv2.io.native_stderr`).
+    """
     try:
-        image = sitk.ReadImage(str(p))
+        with native_stderr_held() as held:
+            image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {p}: {str(exc).strip().splitlines()[-1]}") from exc
-    return _from_image(image, str(p))
+        raise InputError(f"cannot read {what}: {last_line(exc)}") from exc
+    problem = held.failure()
+    if problem:
+        raise InputError(f"cannot read {what}: {problem}")
+    volume = _from_image(image, source)
+    held.replay()
+    return volume
+
+
+def _not_a_series(folder: Path) -> str:
+    """Say what a folder that yields no DICOM series holds, and what to give instead."""
+    entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
+    files = [e for e in entries if e.is_file()]
+    examples = ", ".join(e.name for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
+    if not entries:
+        return f"folder {folder} is empty; give {_supported()}"
+    if any(f.suffix.lower() == ".png" for f in files) or is_png_layout(folder):
+        return (
+            f"folder {folder} holds PNG images; this command reads a volume file or a DICOM series "
+            "(8-bit PNG slices carry no HU by themselves). For the authors' PNG layout "
+            "(<root>/<split>/lq|gt) use ipv2 build-dataset ROOT with --png-window; "
+            "ipv2 denoise and ipv2 evaluate read a folder of PNG slices"
+        )
+    volumes = [f for f in files if volume_suffix(f) is not None]
+    if volumes:
+        return (
+            f"folder {folder} holds {len(volumes)} volume files ({examples}); give one "
+            "volume file itself"
+        )
+    dcm = [f for f in files if f.suffix.lower() == ".dcm"]
+    if dcm:
+        return (
+            f"folder {folder} holds {len(dcm)} .dcm files that are not readable DICOM ({examples}); "
+            "check that they were copied completely, or export the series again"
+        )
+    if not files:
+        return (
+            f"folder {folder} holds only folders ({examples}), no files; give the folder that "
+            "holds the DICOM series itself"
+        )
+    return (
+        f"no DICOM series found in folder {folder}: its {len(files)} files ({examples}) are "
+        f"not DICOM; give {_supported()}"
+    )
+
+
+def _check_shape(source: str, *, dim: int, components: int) -> None:
+    """Scalar 2D or 3D only (checked from the header, again on the image read)."""
+    if components != 1:
+        raise InputError(
+            f"{source} has {components} components per voxel; "
+            "CT volumes are single-component (scalar)"
+        )
+    if dim not in (2, 3):
+        raise InputError(
+            f"{source} is a {dim}D image; CT volumes are 3D (or a single 2D slice). "
+            "Split time series or multi-volume files first"
+        )
 
 
 def _from_image(image: sitk.Image, source: str) -> Volume:
     dim = image.GetDimension()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-            "CT volumes are single-component (scalar)"
-        )
+    _check_shape(source, dim=dim, components=image.GetNumberOfComponentsPerPixel())
     if dim == 2:
         spacing = (*image.GetSpacing(), 1.0)
         origin = (*image.GetOrigin(), 0.0)
@@ -141,17 +231,15 @@ def _from_image(image: sitk.Image, source: str) -> Volume:
         direction = np.eye(3)
         direction[:2, :2] = d2
         array = sitk.GetArrayFromImage(image)[np.newaxis]
-    elif dim == 3:
+    else:  # 3D: _check_shape allows nothing else
         spacing = image.GetSpacing()
         origin = image.GetOrigin()
         direction = np.asarray(image.GetDirection()).reshape(3, 3)
         array = sitk.GetArrayFromImage(image)
-    else:
-        raise InputError(
-            f"{source} is a {dim}D image; CT volumes are 3D (or a single 2D slice). "
-            "Split time series or multi-volume files first"
-        )
-    return Volume(array.astype(np.float32), spacing, origin, direction=direction)
+    try:
+        return Volume(array.astype(np.float32), spacing, origin, direction=direction)
+    except InputError as exc:  # geometry a damaged header made: one line naming the file
+        raise InputError(f"{source}: {' '.join(str(exc).split())}") from exc
 
 
 def hu_as_int16(hu: np.ndarray) -> np.ndarray:

@@ -5,7 +5,10 @@ set (the ``all`` row), as the paper does over its test set; a case of 16 slices 
 support a 2048-dimensional Gaussian. Ground-truth metrics (PSNR, SSIM, residual noise)
 are per case, and the ``all`` row holds their mean over cases. Feature extractors are
 passed in by the caller, which makes the choice of network explicit: the CLI builds
-Inception and CLIP from local weights, tests pass the deterministic stand-in.
+Inception and CLIP from local weights, tests pass the deterministic stand-in. Without
+named metrics, :func:`default_metrics` picks what runs offline with what was given;
+sets too small for FID or KID get a warning (:func:`small_set_warnings`), since the
+numbers look just as precise when they mean nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ipv2.core.volume import Volume
 from ipv2.metrics.distances import (
     STANDARD_KID_SUBSET,
     STANDARD_KID_SUBSETS,
+    KidResult,
     fid_from_features,
     kid,
 )
@@ -34,6 +38,8 @@ REFERENCE_METRICS = ("psnr", "ssim", "noise")
 ALL_METRICS = DISTRIBUTION_METRICS + REFERENCE_METRICS
 # Which extractor each distribution metric needs.
 EXTRACTOR_FOR = {"fid": "inception", "kid": "inception", "clipfid": "clip"}
+# Below this many slices a KID value is dominated by which slices happen to be there.
+MIN_KID_SLICES = 50
 
 Row = dict[str, object]
 
@@ -48,6 +54,73 @@ def parse_metrics(text: str) -> tuple[str, ...]:
             + ",".join(ALL_METRICS)
         )
     return names
+
+
+def default_metrics(
+    *, truth: bool, label: bool, inception: bool, clip: bool
+) -> tuple[tuple[str, ...], list[str]]:
+    """The metrics to compute when none are named, and a note for each one left out.
+
+    A first run must work offline: the ground-truth metrics when a truth is given; FID
+    and KID only with a label set and Inception features (weights given, or the
+    stand-in asked for), CLIP-FID only with a label set and CLIP weights. Nothing
+    computable is an :class:`InputError` that says what to give.
+    """
+    metrics: list[str] = list(REFERENCE_METRICS) if truth else []
+    notes: list[str] = []
+    if label:
+        for names, have, how in (
+            ("fid,kid", inception, "--inception-weights FILE (or IPV2_INCEPTION_WEIGHTS)"),
+            ("clipfid", clip, "--clip-weights FILE (or IPV2_CLIP_WEIGHTS)"),
+        ):
+            if have:
+                metrics += names.split(",")
+            else:
+                notes.append(f"{names} not computed: they need {how}")
+    if not metrics:
+        raise InputError(
+            "nothing to compute: give --truth T for PSNR, SSIM and noise, or --label L with "
+            "--inception-weights FILE for FID and KID (--clip-weights FILE for CLIP-FID), "
+            "or name the metrics with --metrics"
+        )
+    return tuple(metrics), notes
+
+
+def small_set_warnings(
+    n_pred: int,
+    n_label: int,
+    *,
+    fid_dim: int | None,
+    kid_result: KidResult | None,
+    fid_name: str = "FID",
+) -> list[str]:
+    """What makes FID or KID from these set sizes unreliable, in words; empty when fine.
+
+    FID fits a D-dimensional Gaussian, so with no more slices than D its covariance is
+    singular and the value mostly reflects the slice count. KID's subsets are drawn from
+    the sets; when a subset holds a whole set, every draw repeats it and ``kid_std``
+    (4e-16 on 2 slices) no longer measures any uncertainty.
+    """
+    n = min(n_pred, n_label)
+    out: list[str] = []
+    if fid_dim is not None and n <= fid_dim:
+        out.append(
+            f"{fid_name} from {n} slices of {fid_dim}-dimensional features: the covariance "
+            f"is singular, so {fid_name} is biased by the slice count; compare values only "
+            "at equal slice counts, and prefer KID for small sets"
+        )
+    if kid_result is not None:
+        if n < MIN_KID_SLICES:
+            out.append(
+                f"KID from {n} slices (fewer than {MIN_KID_SLICES}) is dominated by which "
+                "slices happen to be in the set; use more slices"
+            )
+        if kid_result.subset_size >= n:
+            out.append(
+                f"every KID subset holds all {kid_result.subset_size} slices of the smaller "
+                f"set, so kid_std ({kid_result.std:.2g}) understates the uncertainty"
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,6 +150,7 @@ class EvaluationResult:
     summary: Row
     conventions: dict[str, object]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. sets too small for FID/KID
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -84,6 +158,7 @@ class EvaluationResult:
             "cases": [clean_json(r) for r in self.rows],
             "conventions": self.conventions,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -115,8 +190,12 @@ def distribution_metrics(
     *,
     extractors: dict[str, FeatureExtractor],
     reporter: Reporter | None = None,
+    warnings: list[str] | None = None,
 ) -> tuple[Row, dict[str, object]]:
-    """FID / KID / CLIP-FID over all slices, and the conventions of the extractors used."""
+    """FID / KID / CLIP-FID over all slices, and the conventions of the extractors used.
+
+    Warnings about set sizes (:func:`small_set_warnings`) are appended to ``warnings``.
+    """
     rep = reporter or Reporter()
     wanted = options.distribution()
     row: Row = {}
@@ -128,15 +207,26 @@ def distribution_metrics(
         fp = _extract(extractor, pred, options.window, reporter=rep, what="predictions")
         fl = _extract(extractor, label, options.window, reporter=rep, what="labels")
         conventions[key] = {**extractor.conventions(), "window_hu": options.window.to_json()}
+        fid_dim = kid_result = None
         if key == "clip" and "clipfid" in wanted:
             row["clipfid"] = fid_from_features(fp, fl)
+            fid_dim = fp.shape[1]
         if key == "inception" and "fid" in wanted:
             row["fid"] = fid_from_features(fp, fl)
+            fid_dim = fp.shape[1]
         if key == "inception" and "kid" in wanted:
-            result = kid(
+            kid_result = kid(
                 fp, fl, options.kid_subsets, subset_size=options.kid_subset_size, seed=options.seed
             )
-            row.update(result.to_json())
+            row.update(kid_result.to_json())
+        if warnings is not None:
+            warnings += small_set_warnings(
+                len(fp),
+                len(fl),
+                fid_dim=fid_dim,
+                kid_result=kid_result,
+                fid_name="CLIP-FID" if key == "clip" else "FID",
+            )
     return row, conventions
 
 
@@ -208,6 +298,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Everything ``options.metrics`` asks for; missing inputs are an :class:`InputError`."""
     notes: list[str] = []
+    warnings: list[str] = []
     if options.distribution() and label is None:
         raise InputError(
             f"{', '.join(options.distribution())} compare with a label set: give --label"
@@ -226,7 +317,7 @@ def evaluate(
             check_same_layout(pred, label)
         summary["label_slices"] = label.slice_count
         values, used = distribution_metrics(
-            pred, label, options, extractors=extractors or {}, reporter=reporter
+            pred, label, options, extractors=extractors or {}, reporter=reporter, warnings=warnings
         )
         summary.update(values)
         conventions.update(used)
@@ -244,4 +335,6 @@ def evaluate(
             "noise": f"std of prediction - truth (HU, unclipped) inside background and lungs, "
             f"masks eroded {options.erode_px} px in-plane, scanner padding excluded",
         }
-    return EvaluationResult(rows=rows, summary=summary, conventions=conventions, notes=notes)
+    return EvaluationResult(
+        rows=rows, summary=summary, conventions=conventions, notes=notes, warnings=warnings
+    )

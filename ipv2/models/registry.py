@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipv2.core.errors import InputError
+from ipv2.models.bounds import check_parameter_count, parameter_count, validate_hparams
 from ipv2.models.colddiff import ColdDiffusionNet
 from ipv2.models.common import Network
 from ipv2.models.corediff import CoreDiffNet
@@ -107,7 +108,29 @@ def resolve_hparams(name: str, overrides: Mapping[str, Any] | None = None) -> di
     return params
 
 
-def build(name: str, **overrides: Any) -> Network:
-    """A freshly initialised network; use the current torch seed for determinism."""
+def checked_hparams(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`resolve_hparams`, then refused unless within :mod:`ipv2.models.bounds`.
+
+    Types and ranges first, then the exact parameter count from a storage-free build on
+    the ``meta`` device, so an absurd ``base`` is refused in milliseconds, by name,
+    before a single weight is allocated.
+    """
     spec = get_spec(name)
-    return spec.constructor(**resolve_hparams(name, overrides))
+    params = resolve_hparams(name, overrides)
+    validate_hparams(spec.name, params)
+    try:
+        count = parameter_count(spec.constructor, params)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"network {spec.name!r} cannot be built from {params}: {exc}") from None
+    check_parameter_count(spec.name, params, count, defaults=spec.defaults)
+    return params
+
+
+def build(name: str, **overrides: Any) -> Network:
+    """A freshly initialised network; use the current torch seed for determinism.
+
+    Hyper-parameters pass :func:`checked_hparams` first: every caller (trainer,
+    checkpoint loader, benchmarks) gets the same bounds.
+    """
+    spec = get_spec(name)
+    return spec.constructor(**checked_hparams(name, overrides))

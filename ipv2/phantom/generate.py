@@ -13,6 +13,7 @@ from ipv2.core.volume import Volume
 from ipv2.phantom.anatomy import CHEST_HEIGHT_MM, FOV_MM, Chest, draw_chest, render
 from ipv2.phantom.breathing import Breathing
 from ipv2.phantom.noise import NoiseModel, add_scan_noise
+from ipv2.simulation.params import check_dose_fraction
 
 B = npt.NDArray[np.bool_]
 F = npt.NDArray[np.float64]
@@ -71,8 +72,8 @@ def make_phantom(
         raise InputError(f"phantom size must be an even number of pixels in 32..1024, got {size}")
     if not 1 <= slices <= 512:
         raise InputError(f"phantom slices must be in 1..512, got {slices}")
-    if not (0 < uldct_dose <= 1 and 0 < ndct_dose <= 1):
-        raise InputError("doses are fractions of the full dose, in (0, 1]")
+    check_dose_fraction(uldct_dose)  # the simulation's one bound and message
+    check_dose_fraction(ndct_dose)
     rng = np.random.default_rng(seed)
     chest = draw_chest(int(rng.integers(2**31)), texture_shape=(max(slices, 8), size, size))
     top_v = chest.body_c[1] - chest.body_ax[1]

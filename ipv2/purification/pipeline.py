@@ -12,7 +12,7 @@ imports neither the simulator nor any network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ from ipv2.core.padding import detect_padding
 from ipv2.core.volume import Volume
 from ipv2.purification.fusion import evaluation_label, training_input
 from ipv2.purification.masks import MaskSet, purification_masks
+from ipv2.purification.modules import Module
 from ipv2.purification.recipe import Recipe
 
 Simulate = Callable[[Volume, Volume], Volume]
@@ -38,6 +39,31 @@ MISSING_W = (
     "Module 3 (Remove Noise) needs W = weak(U): give a weak denoiser (train one with "
     "ipv2 train --weak-denoiser) or a precomputed W volume"
 )
+
+WEAK_DENOISER_COMMAND = (
+    "ipv2 train --weak-denoiser --scheme regression --data DATASET --output WEAK, then pass "
+    "--weak-denoiser WEAK/final"
+)
+
+
+def without_module_3_unless_weak(recipe: Recipe, *, have_weak: bool) -> tuple[Recipe, str | None]:
+    """The recipe to run when Module 3 may lack its weak denoiser, and the note to print.
+
+    Module 3 (Remove Noise) needs ``W = weak(U)``, and the weak denoiser is trained on a
+    dataset built without it; a new user running the defaults has none yet. Rather than
+    fail after minutes of simulation, ``purify`` and ``build-dataset`` both run the other
+    modules (the label keeps U in the lungs: ``L*U + (1-L)*N``) and print one note that
+    says how to add Module 3. With a weak denoiser (or W volumes) nothing changes.
+    """
+    if have_weak or not recipe.needs_weak:
+        return recipe, None
+    kept = frozenset(m for m in recipe.modules if m != Module.REMOVE_NOISE)
+    running = ",".join(str(int(m)) for m in sorted(kept)) or "none"
+    note = (
+        f"Module 3 (Remove Noise) skipped: no weak denoiser was given, so modules {running} "
+        f"run. To add it: {WEAK_DENOISER_COMMAND}"
+    )
+    return replace(recipe, modules=kept), note
 
 
 @dataclass(frozen=True)

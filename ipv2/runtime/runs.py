@@ -10,13 +10,14 @@ No Qt, no Slicer.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipv2.core.errors import InputError
+from ipv2.core.json_files import read_json
 from ipv2.runtime.jobs import Event, parse_event, progress_fraction
 
 PROCESS = "process.json"  # pid of the training process (rank 0)
@@ -24,12 +25,17 @@ EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    """The newest complete periodic checkpoint (partial folders are never named step-*)."""
+def periodic_checkpoints(output: Path) -> list[Path]:
+    """Complete periodic checkpoints, oldest first (partial folders are never named step-*)."""
     folder = output / CHECKPOINTS
     if not folder.is_dir():
-        return None
-    found = sorted(p for p in folder.glob("step-*") if (p / "train_state.json").is_file())
+        return []
+    return sorted(p for p in folder.glob("step-*") if (p / "train_state.json").is_file())
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The newest complete periodic checkpoint."""
+    found = periodic_checkpoints(output)
     return found[-1] if found else None
 
 
@@ -102,9 +108,9 @@ class RunFolder:
     def process(self) -> dict[str, Any] | None:
         """``process.json``: the id and command of the process that trains (or trained)."""
         try:
-            data = json.loads((self.path / PROCESS).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            data = read_json(self.path / PROCESS, what="a training process record")
+        except (FileNotFoundError, InputError):
+            return None  # no record yet, or damaged: nothing to attach to
         return data if isinstance(data, dict) else None
 
     def running_pid(self) -> int | None:
@@ -160,8 +166,6 @@ class TrainingRun:
         """Follow a run folder's event log; the process may or may not still run."""
         run_folder = RunFolder(Path(folder))
         if not run_folder.events_path.exists():
-            from ipv2.core.errors import InputError
-
             raise InputError(f"{folder} has no events.jsonl: it is not a training run folder")
         return cls(run_folder, pid=run_folder.running_pid())
 

@@ -12,7 +12,8 @@ Defaults (method.md section 4 gives the admissible ranges):
 - ``electronic_noise_var = 10`` counts^2: the Gaussian detector noise variance of the
   same literature (8 to 11).
 - ``dose_fraction = 0.02``: the paper's ultra-low-dose scans (80 kV / 10 mA against
-  120 kV / 250 mA) are about 2% of the normal dose by dose-length product.
+  120 kV / 250 mA) are about 2% of the normal dose by dose-length product. Admissible
+  doses are in (0, 1] (:func:`check_dose_fraction`, shared by every command).
 - ``count_floor = 1``: measured counts below one photon are set to one before the log,
   as scanners' pre-processing does, so photon starvation yields streaks, not infinities.
 - ``filter = "hann"``: the authors' script reconstructs with a Hann-windowed ramp.
@@ -32,6 +33,24 @@ from ipv2.core.errors import InputError
 from ipv2.simulation.filters import check_filter
 
 
+def check_dose_fraction(value: float) -> float:
+    """``value`` as a dose fraction, or the one-line error every command gives.
+
+    The one definition of an admissible dose: a fraction of the full dose in (0, 1]. The
+    phantom, ``simulate``, ``purify``, ``build-dataset``, the Simulator and
+    :class:`PhysicsParams` all call this, so ``--dose 5`` (a percentage typed as a
+    fraction, or a dose above the normal one that no low-dose study simulates) is refused
+    everywhere with the same words. Photons per ray (``--i0``) are another quantity and
+    are not bounded here.
+    """
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise InputError(
+            "dose fraction must be a positive fraction of the full dose, at most 1 "
+            f"(0.02 means 2%; not a percentage), got {value:g}"
+        )
+    return float(value)
+
+
 @dataclass(frozen=True)
 class PhysicsParams:
     """Photon statistics and reconstruction settings (see the module docstring)."""
@@ -48,8 +67,8 @@ class PhysicsParams:
     keep_resolution: bool = True
 
     def __post_init__(self) -> None:
+        check_dose_fraction(self.dose_fraction)
         checks = {
-            "dose fraction": self.dose_fraction,
             "full-dose I0": self.i0_full,
             "mu_water": self.mu_water,
             "count floor": self.count_floor,
@@ -62,11 +81,6 @@ class PhysicsParams:
         if not (math.isfinite(self.electronic_noise_var) and self.electronic_noise_var >= 0):
             raise InputError(
                 f"electronic noise variance must be >= 0 counts^2, got {self.electronic_noise_var}"
-            )
-        if self.dose_fraction > 10:
-            raise InputError(
-                f"dose fraction {self.dose_fraction} is a fraction of the full dose "
-                "(0.02 means 2%); pass a value like 0.02, not a percentage"
             )
         if not 0.005 <= self.mu_water <= 0.05:
             raise InputError(

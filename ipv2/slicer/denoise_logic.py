@@ -14,6 +14,7 @@ from typing import Any
 from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
 from ipv2.slicer.dependencies import install_dependencies
+from ipv2.slicer.model_picker import ModelChoice, describe_model, install_model, model_choices
 from ipv2.slicer.nodes import output_name, path_text, scene_or_default
 
 FUSION_LABELS = {
@@ -90,10 +91,25 @@ class DenoiseLogicMixin:
 
     @staticmethod
     def describeModel(path: str) -> str:
+        """The model card (training data, strategy, window, steps, use, licence, scores)."""
         try:
-            return workflows.model_summary(path) if path else "No model selected."
+            return describe_model(path)
         except IPv2Error as exc:
             return f"Not a usable model: {exc}"
+
+    @staticmethod
+    def modelChoices(store: str | None = None) -> list[ModelChoice]:
+        """The model selector's entries: the store's models, then "Choose folder..."."""
+        return model_choices(store)
+
+    @staticmethod
+    def installModel(
+        source: str,
+        sha256: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """Install a folder, .zip or https address into the user's store; the new entry."""
+        return install_model(source, sha256=sha256, progress=progress)
 
     @staticmethod
     def startDenoise(p: Any, workdir: str | None = None) -> workflows.DenoiseRun:

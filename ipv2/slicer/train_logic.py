@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.core.errors import InputError
+from ipv2.io.model_store import StoredModel
 from ipv2.purification.modules import Module
 from ipv2.runtime.jobs import Job
 from ipv2.runtime.runs import TrainingRun
 from ipv2.slicer.curves import TrainingCurve
+from ipv2.slicer.model_picker import install_trained
 from ipv2.slicer.nodes import path_text, volume_from_node
 from ipv2.slicer.training_plan import (
     DatasetPlan,
@@ -156,3 +158,10 @@ class TrainLogicMixin:
     @staticmethod
     def modelToUse(run: TrainingRun) -> Path | None:
         return run.folder.model_for_inference()
+
+    def installTrainedModel(self, run: TrainingRun, store: str | None = None) -> StoredModel:
+        """Put the run's model into the user's model store (where IPv2Denoise lists it)."""
+        model = self.modelToUse(run)
+        if model is None:
+            raise InputError(f"{run.folder.path} holds no finished model yet")
+        return install_trained(model, store)

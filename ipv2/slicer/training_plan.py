@@ -202,7 +202,9 @@ def dataset_steps(plan: DatasetPlan) -> list[tuple[str, list[str]]]:
         return [("Building the dataset", build_command(plan, out_dir=plan.out_dir, modules=mods))]
     stage = f"{plan.out_dir}-stage1"
     weak = f"{plan.out_dir}-weak-denoiser"
-    first = build_command(plan, out_dir=stage, modules=sorted({*mods, Module.ADD_NOISE}))
+    # Stage 1 holds sim(N) for the weak denoiser; Module 3 cannot run before it exists.
+    stage_modules = {*mods, Module.ADD_NOISE} - {Module.REMOVE_NOISE}
+    first = build_command(plan, out_dir=stage, modules=sorted(stage_modules))
     settings = TrainSettings(
         data=stage,
         output=weak,
