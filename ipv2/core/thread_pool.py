@@ -168,4 +168,15 @@ def map_slices(fn: Callable[[int], T], count: int) -> list[T]:
     if workers <= 1 or count <= 1 or getattr(_inside, "active", False):
         return [fn(k) for k in range(count)]
     pool = _shared_pool(workers)
-    return list(pool.map(lambda k: _run_marked(fn, k), range(count)))
+    # Not pool.map: an interrupt (Ctrl+C, SIGTERM) while it is still submitting leaves
+    # the tasks queued so far uncancelled, and the process then works through all of
+    # them at exit. Here every submitted task is cancelled on any way out.
+    futures = []
+    try:
+        for k in range(count):
+            futures.append(pool.submit(_run_marked, fn, k))
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
