@@ -16,10 +16,19 @@ Commands with a cooperative stop (training checkpoints and exits, denoising stop
 batches) install their own handlers through ``runtime.stop_requests.StopRequest`` while
 that work runs; it saves and restores this one, so their graceful path is unchanged and
 this handler only covers the time outside it.
+
+A Job's stop-request file (``$IPV2_STOP_FILE``, see ``runtime.stop_requests``) means the
+same as SIGTERM: while the block runs, a watcher thread delivers it as a simulated SIGTERM
+(``_thread.interrupt_main``) to whichever handler is installed, unless a cooperative
+``StopRequest`` is active and polls the file itself. The block also records this
+process's pid for the Job (``$IPV2_PID_FILE``), so Kill reaches the engine even when a
+launcher such as Slicer's ``PythonSlicer`` stands between the Job and the engine.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -27,7 +36,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-# SIGBREAK is what Job.stop sends on Windows (CTRL_BREAK_EVENT); it exists only there.
+from ipv2.runtime.stop_requests import announce_pid, watch_stop_file
+
+# SIGBREAK (Windows only) is what Ctrl+Break in a console sends; Job.stop uses the stop file.
 _SIGNALS: tuple[int, ...] = tuple(
     s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGBREAK", None)) if s
 )
@@ -66,11 +77,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         raise Terminated(signum)
 
     previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         for sig in _SIGNALS:
             previous[sig] = signal.signal(sig, handle)
+        announce_pid()
+    # The stop file arrives as the SIGTERM it stands for; interrupt_main does nothing when
+    # no Python handler is installed, so outside the main thread no watcher runs.
+    watcher = (
+        watch_stop_file(lambda: _thread.interrupt_main(signal.SIGTERM))
+        if main
+        else contextlib.nullcontext()
+    )
     try:
-        yield
+        with watcher:
+            yield
     finally:
         for sig, handler in previous.items():
             # None: a handler installed outside Python, which cannot be put back.

@@ -4,8 +4,22 @@ The Slicer panels must never freeze, and a crash or a cancel in heavy GPU work m
 take Slicer down with it. So inference and training run as ``python -m ipv2 <command>
 ... --events jsonl`` in a child process; a :class:`Job` starts it, reads its JSON-lines
 events on background threads into a queue, and lets the caller ``poll()`` from a timer.
-Cancelling terminates the whole process tree (torchrun workers, data loaders), politely
-first and by force after a grace period.
+Cancelling ends the whole process tree (torchrun workers, data loaders), politely first
+and by force after a grace period.
+
+Whoever launches it. Inside Slicer the child is ``PythonSlicer``, a CTK launcher that
+starts ``python-real`` with ``QProcess::start`` (same process group on POSIX), waits for
+it, installs no signal handler and forwards no signal (commontk/AppLauncher
+``Base/ctkAppLauncher.cpp``, ``runProcess``/``applicationFinished``; configured by Slicer's
+``SuperBuild/python_configure_python_launcher.cmake``). A SIGTERM to the launcher would
+kill it alone: the Job would look finished while the trainer still ran and saved. So:
+
+- Stop writes a stop-request file (``$IPV2_STOP_FILE``) that the engine polls
+  (``runtime.stop_requests``); it sends no signal to a launcher;
+- the engine writes its own pid(s) into ``$IPV2_PID_FILE``; Kill ends the process group
+  the Job started (POSIX: own session; Windows: the process tree) and then every engine
+  pid directly, so an engine a launcher detached or orphaned dies too;
+- on Windows no console window opens per job (``CREATE_NO_WINDOW``).
 """
 
 from __future__ import annotations
@@ -15,14 +29,19 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from ipv2.runtime.processes import process_alive
+from ipv2.runtime.stop_requests import PID_FILE_ENV, STOP_FILE_ENV
 
 Event = dict[str, Any]
 
@@ -57,6 +76,7 @@ class Job:
         self.error_message: str | None = None
         self.started_at: float | None = None
         self._detached = False
+        self._control: Path | None = None  # holds the stop-request and pid files
 
     @classmethod
     def engine(
@@ -92,9 +112,19 @@ class Job:
             raise RuntimeError("job already started")
         kwargs: dict[str, Any] = {}
         if _WINDOWS:
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            # No console window per job (slicer.util.launchConsoleProcess hides it with
+            # STARTUPINFO SW_HIDE; CREATE_NO_WINDOW creates none, so nothing flashes).
+            # A new group so console Ctrl events of the parent never reach the job.
+            kwargs["creationflags"] = (
+                subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+                | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+            )
         else:
             kwargs["start_new_session"] = True  # own process group: the tree dies together
+        self._control = Path(tempfile.mkdtemp(prefix="ipv2-job-"))
+        env = dict(os.environ if self.env is None else self.env)
+        env[STOP_FILE_ENV] = str(self._control / "stop")
+        env[PID_FILE_ENV] = str(self._control / "engine.pid")
         self._process = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -104,7 +134,7 @@ class Job:
             encoding="utf-8",
             errors="replace",
             bufsize=1,
-            env=self.env,
+            env=env,
             cwd=self.cwd,
             **kwargs,
         )
@@ -118,7 +148,28 @@ class Job:
 
     @property
     def pid(self) -> int | None:
+        """The process the Job started (a launcher such as PythonSlicer, or the engine)."""
         return self._process.pid if self._process is not None else None
+
+    @property
+    def engine_pids(self) -> list[int]:
+        """The engine processes that announced themselves (empty before they start).
+
+        Under a launcher these are its children; under torchrun, one per rank.
+        """
+        if self._control is None:
+            return []
+        try:
+            text = (self._control / "engine.pid").read_text(encoding="ascii")
+        except OSError:
+            return []
+        return [int(word) for word in text.split() if word.isdigit()]
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The (first) engine process's id, else the started process's."""
+        pids = self.engine_pids
+        return pids[0] if pids else self.pid
 
     @property
     def running(self) -> bool:
@@ -167,37 +218,61 @@ class Job:
         return code
 
     def stop(self) -> None:
-        """Ask politely: SIGTERM to the process group (CTRL_BREAK on Windows).
+        """Ask politely: write the stop-request file the engine polls.
 
-        The engine's long commands catch it, finish the current step, save what they
-        have and exit with a ``done`` event whose status is ``stopped``.
+        The engine's long commands then finish the current step, save what they have and
+        exit with a ``done`` event whose status is ``stopped``; the others unwind as on
+        SIGTERM. No signal goes to a launcher in between (it would die alone, see the
+        module docstring). Only a child that has not announced an engine pid (not the
+        engine, or not yet watching) also gets SIGTERM to its process group on POSIX.
         """
         if not self.running:
             return
-        assert self._process is not None
-        if _WINDOWS:
-            self._process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)  # own session: pgid == pid
+        assert self._process is not None and self._control is not None
+        with contextlib.suppress(OSError):
+            (self._control / "stop").write_text("stop\n", encoding="ascii")
+        if _WINDOWS or self.engine_pids:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGTERM)  # own session: pgid == pid
 
     def kill(self) -> None:
-        """Force: kill the whole process tree at once."""
+        """Force: kill the started process tree, then every engine process it ran.
+
+        POSIX: SIGKILL to the Job's own session (the launcher and, with QProcess, its
+        child), then to each announced engine pid's group or the pid itself.
+        Windows: ``taskkill /T /F`` on the started process and on each engine pid. A Job
+        Object would catch every descendant, but ``subprocess`` cannot start a process
+        suspended, so a launcher could spawn its child before the assignment; with the
+        stop file no launcher is killed early, so the tree taskkill walks stays intact,
+        and the engine pids cover an orphaned engine.
+        """
         if self._process is None:
             return
+        engines = [p for p in self.engine_pids if p != self._process.pid and process_alive(p)]
         if _WINDOWS:
-            subprocess.run(
-                ["taskkill", "/T", "/F", "/PID", str(self._process.pid)],
-                capture_output=True,
-                check=False,
-            )
-        else:
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives its leader
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                self._process.kill()
+            for pid in [self._process.pid, *engines]:
+                subprocess.run(
+                    ["taskkill", "/T", "/F", "/PID", str(pid)],
+                    capture_output=True,
+                    check=False,
+                    creationflags=subprocess.CREATE_NO_WINDOW,  # type: ignore[attr-defined]
+                )
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives its leader
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self._process.kill()
+        own_group = os.getpgrp()
+        for pid in engines:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                group = os.getpgid(pid)
+                if group == pid and group != own_group:
+                    os.killpg(group, signal.SIGKILL)  # an engine in a session of its own
+                else:
+                    os.kill(pid, signal.SIGKILL)
 
     def cancel(self, grace: float = 5.0, block: bool = False) -> None:
         """Stop, then kill whatever still runs after ``grace`` seconds.
@@ -242,6 +317,23 @@ class Job:
     # -- reading -------------------------------------------------------------------
 
     def _read(self, stream: IO[str], parse: bool) -> None:
+        try:
+            self._read_lines(stream, parse)
+        finally:
+            if parse:
+                self._clean_up()
+
+    def _clean_up(self) -> None:
+        """Remove the control folder once the process ended (a stale pid file could name
+        a reused pid)."""
+        if self._process is None or self._control is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=60)
+            if not any(process_alive(pid) for pid in self.engine_pids):
+                shutil.rmtree(self._control, ignore_errors=True)
+
+    def _read_lines(self, stream: IO[str], parse: bool) -> None:
         for raw in stream:
             line = raw.rstrip("\r\n")
             if not line:

@@ -19,6 +19,7 @@ from typing import Any
 from ipv2.core.errors import InputError
 from ipv2.core.json_files import read_json
 from ipv2.runtime.jobs import Event, parse_event, progress_fraction
+from ipv2.runtime.processes import process_alive
 
 PROCESS = "process.json"  # pid of the training process (rank 0)
 EVENTS = "events.jsonl"
@@ -66,33 +67,6 @@ class EventFollower:
             if event is not None:
                 events.append(event)
         return events
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id still runs (and is not a zombie)."""
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        import ctypes
-
-        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # type: ignore[attr-defined]
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))  # type: ignore[attr-defined]
-        ctypes.windll.kernel32.CloseHandle(handle)  # type: ignore[attr-defined]
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS) or it just exited: kill(0) said it was there
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @dataclass(frozen=True)
@@ -150,7 +124,7 @@ class TrainingRun:
     def __init__(self, folder: RunFolder, job: Any | None = None, pid: int | None = None) -> None:
         self.folder = folder
         self.job = job
-        self.pid = job.pid if job is not None else pid
+        self._pid = pid
         self._follower = None if job is not None else EventFollower(folder.events_path)
         self.last_progress: Event | None = None
         self.result: Event | None = None
@@ -168,6 +142,13 @@ class TrainingRun:
         if not run_folder.events_path.exists():
             raise InputError(f"{folder} has no events.jsonl: it is not a training run folder")
         return cls(run_folder, pid=run_folder.running_pid())
+
+    @property
+    def pid(self) -> int | None:
+        """The trainer's process id: the engine itself, not a launcher in front of it."""
+        if self.job is not None:
+            return int(self.job.engine_pid) if self.job.engine_pid is not None else None
+        return self._pid
 
     @property
     def running(self) -> bool:
@@ -189,7 +170,11 @@ class TrainingRun:
         return progress_fraction(self.last_progress)
 
     def stop(self) -> None:
-        """First click: finish the step, save a checkpoint, exit (SIGTERM)."""
+        """First click: finish the step, save a checkpoint, exit.
+
+        A Job's stop-request file for a run this panel started; SIGTERM for a run it
+        re-attached to (that process watches no file of ours).
+        """
         self.stop_requested = True
         if self.job is not None:
             self.job.stop()

@@ -562,7 +562,7 @@ class Trainer:
     def _stop_reason(self, stop: StopRequest, c: Counters) -> str | None:
         reason = None
         if stop.requested:
-            reason = f"signal {stop.signal_name}"
+            reason = stop.reason  # 'signal SIGTERM' or 'stop request'
         elif self.cfg.max_time and c.elapsed >= self.cfg.max_time:
             reason = "time budget"
         elif self.cfg.max_steps and c.step >= self.cfg.max_steps and c.epoch < self.cfg.epochs:
