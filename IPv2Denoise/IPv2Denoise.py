@@ -4,15 +4,12 @@ A thin Slicer shell: every computation lives in the ``ipv2`` engine and its MRML
 (``ipv2.slicer``), which are tested outside Slicer; this file only wires the panel.
 """
 
-import os
 import pathlib
-import time
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from IPv2DenoiseLib.model_selector import ModelSelector
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -22,13 +19,27 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ipv2 import slicer as mrml
-from ipv2.core.errors import IPv2Error
-from ipv2.slicer import workflows
-from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
-from ipv2.slicer.dicom_export import DicomExportMixin
-from ipv2.slicer.layout import register_compare_layout
-from ipv2.slicer.nodes import path_text
+from ipv2.slicer.version_gate import unsupported_reason
+
+UNSUPPORTED = unsupported_reason()  # Slicer 5.8 (Python 3.9): one message, not a traceback
+if UNSUPPORTED is None:
+    from IPv2DenoiseLib.model_selector import ModelSelector
+
+    from ipv2.core.errors import IPv2Error
+    from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
+    from ipv2.slicer.dicom_export import DicomExportMixin
+    from ipv2.slicer.layout import show_compare_layout
+    from ipv2.slicer.panel_actions import panel_action
+    from ipv2.slicer.paths import path_text
+    from ipv2.slicer.preview import LivePreview, current_slice
+    from ipv2.slicer.selftest_gate import selftest_skip_reason
+
+    ENGINE_MIXINS = (DenoiseLogicMixin, DicomExportMixin)
+else:
+    FUSION_LABELS, ENGINE_MIXINS = {"ipv2-input": "IPv2 training input"}, ()
+
+    def panel_action(title, **options):
+        return lambda method: method
 
 
 class IPv2Denoise(ScriptedLoadableModule):
@@ -80,7 +91,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._segmentation = None
+        self._masks = None  # "Masks for all slices"; the live preview has its own node
+        self.preview = None
         self._run = None
         self._cancelled = False
         self._timer = qt.QTimer()
@@ -101,8 +113,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        redSlice = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-        self.addObserver(redSlice, vtk.vtkCommand.ModifiedEvent, self.schedulePreview)
+        self.preview = LivePreview(self.checkDependencies)  # observes Red from enter() to exit()
 
         self.ui.previewFusionButton.connect("clicked(bool)", self.onPreviewFusion)
         self.ui.wholeVolumeMasksButton.connect("clicked(bool)", self.onWholeVolumeMasks)
@@ -114,6 +125,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
+        self.preview.detach()
         self.removeObservers()
         self._timer.stop()
         self._previewTimer.stop()
@@ -124,8 +136,13 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self):
         self.modelSelector.refresh()  # models installed meanwhile (command line, IPv2Train)
         self.initializeParameterNode()
+        self.preview.resume()
+        red = slicer.mrmlScene.GetSingletonNode("Red", "vtkMRMLSliceNode")
+        self.preview.attach(red, self.schedulePreview)
 
     def exit(self):
+        self.preview.detach()
+        self._previewTimer.stop()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -139,7 +156,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
-        self._segmentation = None
+        self._masks = None
+        self.preview.forget_nodes()
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -176,78 +194,71 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.schedulePreview()
 
     def schedulePreview(self, caller=None, event=None):
-        if (
-            self._parameterNode
-            and self._parameterNode.livePreview
-            and self._parameterNode.uldctVolume
-        ):
+        p = self._parameterNode
+        if self.preview.attached and p and p.livePreview and p.uldctVolume:
             self._previewTimer.start()
 
     def updateLivePreview(self):
-        try:
-            p = self._parameterNode
-            preview = self.logic.previewSlice(p, self.logic.currentSlice(p), self._segmentation)
-        except Exception as exc:  # shown, not raised, so a bad slice never breaks the panel
-            self.ui.previewStatusLabel.text = f"Preview failed: {exc}"
-            return
-        self._segmentation = preview.segmentation
-        self.ui.previewStatusLabel.text = preview.describe()
+        p = self._parameterNode
+        if p and p.uldctVolume:
+            k = current_slice(p.uldctVolume)
+            self.ui.previewStatusLabel.text = self.preview.update(p, k, logic=self.logic)
 
-    def _guarded(self, title):
-        """Dependencies first (asking the user), then errors shown instead of raised."""
-        try:
-            if not self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay):
-                return None
-        except IPv2Error as exc:
-            slicer.util.errorDisplay(str(exc))
-            return None
-        return slicer.util.tryWithErrorDisplay(title, waitCursor=True)
+    # panel_action's protocol: dependencies, busy cursor, one error dialog with details
+    def ensureDependencies(self):
+        return self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay)
 
+    def busy(self):
+        return slicer.util.WaitCursor()  # Slicer >= 5.8 Base/Python/slicer/util.py
+
+    def showError(self, text, details):
+        slicer.util.errorDisplay(text, detailedText=details)  # traceback, pip's output
+
+    @panel_action("Installing IPv2's Python packages failed.")
+    def checkDependencies(self):
+        return self.ensureDependencies()
+
+    @panel_action("Fusion preview failed.", dependencies=True)
     def onPreviewFusion(self):
-        if guard := self._guarded("Fusion preview failed."):
-            with guard:
-                p = self._parameterNode
-                node = self.logic.previewFusion(p, self.logic.currentSlice(p))
-                self.logic.showCompare(self._parameterNode, node)
+        p = self._parameterNode
+        node = self.logic.previewFusion(p, current_slice(p.uldctVolume))
+        self.logic.showCompare(p, node)
 
+    @panel_action("Mask computation failed.", dependencies=True)
     def onWholeVolumeMasks(self):
-        if not (guard := self._guarded("Mask computation failed.")):
-            return
         dialog = slicer.util.createProgressDialog(labelText="Masks for all slices...", maximum=100)
 
         def progress(done, total):
             dialog.value = int(100 * done / total)
             slicer.app.processEvents()
 
-        with guard:
-            p = self._parameterNode
-            self._segmentation = self.logic.wholeVolumeMasks(p, self._segmentation, progress)
-        dialog.close()
+        try:
+            self._masks = self.logic.wholeVolumeMasks(self._parameterNode, self._masks, progress)
+        finally:
+            dialog.close()
 
+    @panel_action("Creating purified volumes failed.", dependencies=True)
     def onCreateFusionVolumes(self):
-        if guard := self._guarded("Creating purified volumes failed."):
-            with guard:
-                created = self.logic.createFusionVolumes(self._parameterNode)
-                for warning in created.get("warnings", []):
-                    self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
+        created = self.logic.createFusionVolumes(self._parameterNode)
+        for warning in created.get("warnings", []):
+            self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
 
+    @panel_action("Could not start denoising.", dependencies=True)
     def onDenoise(self):
-        if guard := self._guarded("Could not start denoising."):
-            with guard:
-                self._run = self.logic.startDenoise(self._parameterNode)
-                self._cancelled = False
-                self.ui.logTextEdit.clear()
-                self.ui.progressBar.value = 0
-                self.ui.cancelButton.enabled = True
-                self.ui.denoiseButton.enabled = False
-                self._timer.start()
+        self._run = self.logic.startDenoise(self._parameterNode)
+        self._cancelled = False
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        self.ui.cancelButton.enabled = True
+        self.ui.denoiseButton.enabled = False
+        self._timer.start()
 
+    @panel_action("DICOM export failed.")
     def onExportDicom(self):
         folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the DICOM series")
-        with slicer.util.tryWithErrorDisplay("DICOM export failed.", waitCursor=True):
-            if folder:
-                out = self.logic.exportDicom(self._parameterNode, folder)
-                self.ui.logTextEdit.appendPlainText(f"DICOM series written to {out}")
+        if folder:
+            out = self.logic.exportDicom(self._parameterNode, folder)
+            self.ui.logTextEdit.appendPlainText(f"DICOM series written to {out}")
 
     def onCancel(self):
         if self._run is not None:
@@ -292,28 +303,37 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.showCompare(self._parameterNode, node)
 
 
-class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, DenoiseLogicMixin, DicomExportMixin):
+class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):
     """Usable from the Python console; the node workflows live in ipv2.slicer.denoise_logic."""
 
     def getParameterNode(self):
         return IPv2DenoiseParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def currentSlice(p):
-        """The uLDCT slice index under the centre of the Red view."""
-        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-        center = red.GetSliceToRAS().MultiplyPoint((0.0, 0.0, 0.0, 1.0))[:3]
-        return workflows.slice_index_at(p.uldctVolume, tuple(center))
-
     def showCompare(self, p, third):
-        """uLDCT, NDCT and a third volume side by side, linked, in the lung window."""
-        slicer.app.layoutManager().setLayout(register_compare_layout())
+        """uLDCT, NDCT and a third volume side by side, all axial, linked, in the lung window."""
+        show_compare_layout()  # sets each view axial: the layout XML cannot (see layout.py)
+        layoutManager = slicer.app.layoutManager()
         views = {"Red": p.uldctVolume, "Yellow": p.ndctVolume or p.uldctVolume, "Green": third}
         for name, node in views.items():
-            composite = slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(node.GetID() if node else None)
-            composite.SetLinkedControl(True)
-            workflows.show_in_lung_window(node)
+            self.showInLungWindow(node)
+            if layoutManager is not None:  # None without a main window (build servers)
+                composite = layoutManager.sliceWidget(name).mrmlSliceCompositeNode()
+                composite.SetBackgroundVolumeID(node.GetID() if node else None)
+                composite.SetLinkedControl(True)
+
+
+class IPv2DenoiseUnsupportedWidget(ScriptedLoadableModuleWidget):
+    """The panel on Slicer older than 5.10 (Python < 3.10): one message, no traceback."""
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        label = qt.QLabel(UNSUPPORTED)
+        label.wordWrap = True
+        self.layout.addWidget(label)
+
+
+if UNSUPPORTED:
+    IPv2DenoiseWidget = IPv2DenoiseUnsupportedWidget  # Slicer looks the panel up by this name
 
 
 class IPv2DenoiseTest(ScriptedLoadableModuleTest):
@@ -324,33 +344,15 @@ class IPv2DenoiseTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        reason = UNSUPPORTED or selftest_skip_reason()
+        if reason:  # build servers without torch/scikit-image/OpenCV, unless asked to install
+            self.delayDisplay(reason)
+            self.skipTest(reason)
         self.test_preview_and_denoise()
 
     def test_preview_and_denoise(self):
-        import tempfile
+        from ipv2.slicer.selftest import denoise_selftest
 
-        from ipv2.phantom import make_phantom
-        from ipv2.slicer.selftest import tiny_checkpoint
-
-        self.delayDisplay("Creating phantom volumes and previewing masks")
-        case = make_phantom(size=128, slices=4, seed=0)
         logic = IPv2DenoiseLogic()
-        p = logic.getParameterNode()
-        p.uldctVolume = mrml.node_from_volume(case.uldct, "phantom uLDCT")
-        p.ndctVolume = mrml.node_from_volume(case.ndct, "phantom NDCT")
-        preview = logic.previewSlice(p, 2)
-        self.assertGreater(preview.lung_fraction, 0.05)
-        self.assertEqual(preview.segmentation.GetSegmentation().GetNumberOfSegments(), 3)
-
-        self.delayDisplay("Denoising with a tiny untrained model")
-        p.modelPath = tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny"))
-        p.steps, p.device = 1, "cpu"
-        run = logic.startDenoise(p)
-        deadline = time.time() + 300
-        while run.job.running and time.time() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.1)
-        self.assertEqual(run.job.wait(timeout=10), 0, "\n".join(run.job.log_tail(50)))
-        node = logic.finishDenoise(run)
-        self.assertEqual(slicer.util.arrayFromVolume(node).shape, (4, 128, 128))
+        denoise_selftest(logic, say=self.delayDisplay, keep_alive=slicer.app.processEvents)
         self.delayDisplay("Test passed")

@@ -15,7 +15,8 @@ from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
 from ipv2.slicer.dependencies import install_dependencies
 from ipv2.slicer.model_picker import ModelChoice, describe_model, install_model, model_choices
-from ipv2.slicer.nodes import output_name, path_text, scene_or_default
+from ipv2.slicer.nodes import output_name, scene_or_default
+from ipv2.slicer.paths import optional_path, path_text
 
 FUSION_LABELS = {
     "ipv1-input": "IPv1 training input",
@@ -90,12 +91,31 @@ class DenoiseLogicMixin:
         )
 
     @staticmethod
-    def describeModel(path: str) -> str:
-        """The model card (training data, strategy, window, steps, use, licence, scores)."""
+    def showInLungWindow(node: Any) -> None:
+        workflows.show_in_lung_window(node)
+
+    @staticmethod
+    def describeModel(path: Any) -> str:
+        """The model card (training data, strategy, window, steps, use, licence, scores).
+
+        Called from the path field's ``currentPathChanged``, which also fires with the
+        unset value "." while the panel is set up: that is "no model", never a folder to
+        read. A package the card needs but Slicer lacks yet is reported like any other
+        missing dependency (it is installed when the user first denoises), not raised.
+        """
+        chosen = optional_path(path)
+        if chosen is None:
+            return "No model selected."
         try:
-            return describe_model(path)
+            return describe_model(str(chosen))
         except IPv2Error as exc:
             return f"Not a usable model: {exc}"
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+            return (
+                f"The model card needs the Python package {missing!r}, which is not installed "
+                "yet; IPv2 offers to install it when you preview or denoise."
+            )
 
     @staticmethod
     def modelChoices(store: str | None = None) -> list[ModelChoice]:

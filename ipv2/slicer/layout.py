@@ -3,6 +3,13 @@
 Slicer has no built-in one-row, three-slice layout, so it is registered once per scene
 from an XML description; the views are the standard Red, Yellow and Green slices, all
 axial, so linking them keeps the same anatomy under the cursor in all three.
+
+The XML's orientation property alone does not make them axial: ``vtkMRMLLayoutLogic``
+applies ``action="default"`` properties only to views it creates, and ``"relayout"``
+ones to views that already exist (``CreateMissingViews`` / ``ApplyProperties``, Slicer
+v5.10.0 Libs/MRML/Logic/vtkMRMLLayoutLogic.cxx). Yellow and Green always exist (the
+start-up layout made them sagittal and coronal), so :func:`show_compare_layout` sets the
+three slice nodes' orientation itself after switching the layout.
 """
 
 from __future__ import annotations
@@ -38,3 +45,33 @@ def register_compare_layout(scene: Any | None = None) -> int:
     if not layout.IsLayoutDescription(COMPARE_LAYOUT_ID):
         layout.AddLayoutDescription(COMPARE_LAYOUT_ID, COMPARE_LAYOUT_XML)
     return COMPARE_LAYOUT_ID
+
+
+COMPARE_VIEWS = ("Red", "Yellow", "Green")
+
+
+def axial_compare_views(scene: Any | None = None) -> list[Any]:
+    """Turn the compare layout's slice views axial; the slice nodes that were found."""
+    scene = scene_or_default(scene)
+    found = []
+    for tag in COMPARE_VIEWS:
+        node = scene.GetSingletonNode(tag, "vtkMRMLSliceNode")
+        if node is not None:
+            node.SetOrientation("Axial")
+            found.append(node)
+    return found
+
+
+def show_compare_layout(scene: Any | None = None) -> list[Any]:
+    """Switch to the three-view compare layout with every view axial.
+
+    Does what ``qMRMLLayoutManager::setLayout`` does (drop maximized views, set the layout
+    node's view arrangement; Slicer v5.10.0 Libs/MRML/Widgets/qMRMLLayoutManager.cxx), so
+    it needs no layout manager and works on a scene without a main window.
+    """
+    scene = scene_or_default(scene)
+    layout_id = register_compare_layout(scene)
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    layout.RemoveAllMaximizedViewNodes()
+    layout.SetViewArrangement(layout_id)
+    return axial_compare_views(scene)

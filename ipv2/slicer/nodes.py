@@ -18,6 +18,16 @@ from vtk.util import numpy_support
 from ipv2.core.errors import InputError
 from ipv2.core.volume import Volume
 from ipv2.io.volumes import hu_as_int16
+from ipv2.slicer.paths import path_text
+
+__all__ = [
+    "ijk_to_ras",
+    "node_from_volume",
+    "output_name",
+    "path_text",
+    "scene_or_default",
+    "volume_from_node",
+]
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -101,12 +111,6 @@ def node_from_volume(
     if node.GetDisplayNode() is None and hasattr(node, "CreateDefaultDisplayNodes"):
         node.CreateDefaultDisplayNodes()
     return node
-
-
-def path_text(value: Any) -> str:
-    """A parameter-node path as text: '' for unset (None, '' or pathlib's '.')."""
-    text = "" if value is None else str(value)
-    return "" if text in ("", ".") else text
 
 
 def output_name(input_node: Any, suffix: str) -> str:

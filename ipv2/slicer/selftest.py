@@ -8,7 +8,9 @@ downloading weights.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,3 +61,83 @@ def write_phantom_pairs(
     manifest = root / "pairs.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
+
+
+def denoise_selftest(
+    logic: Any, *, say: Callable[[str], None], keep_alive: Callable[[], None]
+) -> Any:
+    """The IPv2Denoise self-test's steps on the current scene; the denoised node.
+
+    Kept here, not in the module file, so the module stays wiring only and the same
+    steps run under pytest on a real MRML scene. ``logic`` is the module's logic;
+    ``keep_alive`` lets the GUI paint while the job runs (``slicer.app.processEvents``).
+    """
+    import tempfile
+    import time
+
+    from ipv2.phantom import make_phantom
+    from ipv2.slicer.nodes import node_from_volume
+    from ipv2.slicer.preview import LivePreview
+
+    say("Creating phantom volumes and previewing masks")
+    case = make_phantom(size=128, slices=4, seed=0)
+    p = logic.getParameterNode()
+    p.uldctVolume = node_from_volume(case.uldct, "phantom uLDCT")
+    p.ndctVolume = node_from_volume(case.ndct, "phantom NDCT")
+    status = LivePreview(lambda: True).update(p, 2, logic=logic)
+    _check(status.startswith("Slice 2: lung"), f"preview: {status}")
+
+    say("Denoising with a tiny untrained model")
+    p.modelPath = Path(tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny")))
+    p.steps, p.device = 1, "cpu"
+    run = logic.startDenoise(p)
+    deadline = time.monotonic() + 300
+    while run.job.running and time.monotonic() < deadline:
+        keep_alive()
+        time.sleep(0.1)
+    _check(run.job.wait(timeout=10) == 0, "\n".join(run.job.log_tail(50)))
+    node = logic.finishDenoise(run)
+    _check(node.GetImageData().GetDimensions() == (128, 128, 4), "denoised volume's size")
+    return node
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def train_selftest(
+    logic: Any, *, say: Callable[[str], None], keep_alive: Callable[[], None]
+) -> Any:
+    """The IPv2Train self-test's steps: a phantom dataset, two training steps, the curve.
+
+    Returns the finished run. Like :func:`denoise_selftest`, kept out of the module file
+    so the same steps run under pytest.
+    """
+    import tempfile
+    import time
+
+    from ipv2.data.build import BuildConfig, build_dataset
+    from ipv2.purification.recipe import Recipe
+
+    say("Building a phantom dataset")
+    root = Path(tempfile.mkdtemp(prefix="ipv2-selftest-"))
+    pairs = write_phantom_pairs(root / "pairs")
+    build_dataset(pairs, root / "dataset", BuildConfig(recipe=Recipe.for_strategy("ipv1")))
+
+    say("Training two steps in a background process")
+    p = logic.getParameterNode()
+    p.datasetFolder, p.outputFolder = root / "dataset", root / "run"
+    p.architecture, p.baseChannels, p.cropSize, p.maxSteps, p.device = ("redcnn", 8, 32, 2, "cpu")
+    run = logic.startTraining(p)
+    curve = logic.curveFor(run)
+    deadline = time.monotonic() + 300
+    while run.running and time.monotonic() < deadline:
+        curve.add(run.poll())
+        keep_alive()
+        time.sleep(0.2)
+    curve.add(run.poll())
+    _check(run.job.wait(timeout=30) == 0, "\n".join(run.job.log_tail(50)))
+    _check(len(curve.rows()) > 0, "the training curve has no rows")
+    _check(logic.modelToUse(run) is not None, "the run left no model to use")
+    return run

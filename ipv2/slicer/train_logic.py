@@ -17,10 +17,12 @@ from ipv2.core.errors import InputError
 from ipv2.io.model_store import StoredModel
 from ipv2.purification.modules import Module
 from ipv2.runtime.jobs import Job
+from ipv2.runtime.run_lock import RunFolderBusy, holder_pid
 from ipv2.runtime.runs import TrainingRun
 from ipv2.slicer.curves import TrainingCurve
 from ipv2.slicer.model_picker import install_trained
-from ipv2.slicer.nodes import path_text, volume_from_node
+from ipv2.slicer.nodes import volume_from_node
+from ipv2.slicer.paths import optional_path, path_text
 from ipv2.slicer.training_plan import (
     DatasetPlan,
     SourceSummary,
@@ -37,8 +39,13 @@ class TrainLogicMixin:
     """Dataset building and training as Jobs, and the live curve of a run."""
 
     @staticmethod
-    def inspectSource(path: str) -> SourceSummary:
-        return inspect_source(path) if path else SourceSummary(warnings=["choose a source"])
+    def inspectSource(path: Any) -> SourceSummary:
+        """What the chosen source holds; "choose a source" while unset ("" or the
+        parameter node's unset "."), without importing the dataset builder's packages."""
+        chosen = optional_path(path)
+        if chosen is None:
+            return SourceSummary(warnings=["choose a source"])
+        return inspect_source(chosen)
 
     @staticmethod
     def exportScenePairs(pairs: Sequence[tuple[Any, Any]], folder: str) -> Path:
@@ -134,6 +141,16 @@ class TrainLogicMixin:
         settings = self.trainSettings(p)
         if resume and not (Path(settings.output) / "config.json").is_file():
             raise InputError(f"{settings.output} holds no run to resume; start a new training")
+        # Refuse at the click, naming the live trainer (its run-folder lock holds its own
+        # pid, not a launcher's), rather than start a job that fails a moment later; the
+        # trainer still takes the lock itself, so a race between two clicks stays safe.
+        busy = holder_pid(settings.output) if Path(settings.output).is_dir() else None
+        if busy is not None:
+            raise RunFolderBusy(
+                f"{settings.output} is still being written by a training process "
+                f"(pid {busy if busy > 0 else 'unknown'}); stop it, or wait for it to finish, "
+                f"before you {'resume' if resume else 'train'} there"
+            )
         job = Job.engine(
             train_command(settings, resume=resume),
             python=python or slicer_python(),

@@ -98,7 +98,9 @@ def preview_slice(
     """Masks of slice ``k`` shown as the segmentation's background/body/lung segments.
 
     Without an NDCT the masks are those of the uLDCT alone (``N = U``), which is what a
-    clinician needs to judge the thresholds on the scan being denoised.
+    clinician needs to judge the thresholds on the scan being denoised. The
+    ``anatomical`` variant needs the whole volume (3D connectivity): it is computed once
+    per (volume pair, options) and cached (:mod:`ipv2.slicer.mask_cache`).
     """
     from ipv2.purification.masks import MaskOptions, purification_masks
 
@@ -106,20 +108,24 @@ def preview_slice(
     _check_pair(u_node, n_node)
     u = _slice(u_node, k)
     n = _slice(n_node, k) if n_node is not None else u
-    masks = purification_masks(u, n, options or MaskOptions())
-    body = masks.body & ~masks.lung
-    segmentation = update_mask_segmentation(
-        {"background": masks.background, "body": body, "lung": masks.lung},
-        u_node,
-        segmentation=segmentation,
-        first_slice=k,
-    )
-    thresholds = [float(t) for t in masks.u.dark.thresholds if np.isfinite(t)]
+    opts = options or MaskOptions()
+    if opts.variant == "anatomical":  # lungs by 3D connectivity: whole volume, cached
+        from ipv2.slicer.mask_cache import PREVIEW_CACHE
+
+        cached = PREVIEW_CACHE.for_nodes(u_node, n_node, opts)
+        parts, otsu = cached.slice_masks(k), cached.thresholds[k : k + 1]
+    else:
+        masks = purification_masks(u, n, opts)
+        body = masks.body & ~masks.lung
+        parts = {"background": masks.background, "body": body, "lung": masks.lung}
+        otsu = masks.u.dark.thresholds
+    segmentation = update_mask_segmentation(parts, u_node, segmentation=segmentation, first_slice=k)
+    thresholds = [float(t) for t in otsu if np.isfinite(t)]
     return SlicePreview(
         slice_index=k,
         seconds=time.perf_counter() - t0,
-        lung_fraction=float(masks.lung.mean()),
-        background_fraction=float(masks.background.mean()),
+        lung_fraction=float(parts["lung"].mean()),
+        background_fraction=float(parts["background"].mean()),
         thresholds_hu=thresholds,
         segmentation=segmentation,
     )
@@ -269,7 +275,19 @@ def purify_nodes(
 
 
 def slicer_python() -> str:
-    """The Python that child jobs run: Slicer's launcher inside Slicer, else this one."""
+    """The Python that child jobs run: Slicer's launcher inside Slicer, else this one.
+
+    Jobs start the ``PythonSlicer`` launcher, not the ``python-real`` it runs. Starting
+    python-real directly would mean rebuilding the launcher's environment: the paths,
+    library paths and variables of ``PythonSlicerLauncherSettings.ini`` merged with
+    Slicer's own ``SlicerLauncherSettings.ini`` (``ADDITIONAL_SETTINGS_FILEPATH``) and the
+    revision-specific user settings that list installed extensions (Slicer
+    ``SuperBuild/python_configure_python_launcher.cmake``; the merge is commontk/AppLauncher
+    ``Base/ctkAppLauncherSettings.cpp``), and keeping that in step with every Slicer
+    release. Not cheap, and not needed: ``runtime.jobs.Job`` stops the engine through a
+    stop-request file and kills it by its own announced pid, so the launcher in between
+    no longer matters.
+    """
     return shutil.which("PythonSlicer") or sys.executable
 
 
