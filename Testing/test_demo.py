@@ -32,6 +32,7 @@ def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
     metrics = run_demo(config, out)
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "metrics.json",
+        "report-difference.png",
         "report.html",
         "report.png",
     ]
@@ -41,12 +42,18 @@ def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
     assert set(rows) == {"uldct (input)", "ipv1-trained FFM", "ipv2-trained FFM"}
     for row in rows.values():
         assert row["noise_background_hu"] > 0 and row["noise_lung_hu"] > 0
+        for region in ("background", "body", "lung"):  # per-region error against the truth
+            assert row[f"rmse_{region}_hu"] >= abs(row[f"bias_{region}_hu"])
+            assert row[f"rmse_{region}_hu"] > 0 and row[f"noise_{region}_hu"] > 0
+    difference = Image.open(out / "report-difference.png")
+    assert difference.width >= 4 * 2 * 96 and difference.height > 2 * 2 * 96
     assert "psnr_vs_ipv2_label" in rows["ipv2-trained FFM"]
     assert set(saved["stage_seconds"]) >= {"phantom", "weak denoiser", "train ipv1", "train ipv2"}
     image = Image.open(out / "report.png")
     assert image.width > 6 * 2 * 96 and image.height > 3 * 2 * 96
     html = (out / "report.html").read_text()
     assert "report.png" in html and "IPv2 versus IPv1" in html
+    assert "report-difference.png" in html and "W400 L40" in html and "RMSE" in html
     # The IPv2 dataset has labels from the weak denoiser; IPv1's from the fusion.
     assert (out / "dataset-ipv2" / "test" / "label").is_dir()
     assert (out / "weak-denoiser" / "config.json").is_file()

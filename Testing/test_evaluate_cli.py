@@ -223,3 +223,36 @@ def test_small_sets_warn_for_fid_and_kid(
     assert any(w.startswith("FID from 8 slices") for w in warnings)
     assert any("kid_std" in w for w in warnings) and any("fewer than" in w for w in warnings)
     assert all(w in err for w in warnings)
+
+
+def test_per_region_bias_and_rmse_on_a_known_offset(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Truth + 20 HU in the body only: body bias and RMSE exactly 20, lung and background 0."""
+    from ipv2.io.volumes import read_volume
+
+    truth = read_volume(files["truth"])
+    labels = read_volume(files["masks"]).array
+    shifted = tmp_path / "shifted.nrrd"
+    write_volume(truth.with_array(truth.array + 20.0 * (labels == 1)), shifted)
+    out = tmp_path / "regions.json"
+    args = ["evaluate", "--pred", str(shifted), "--truth", str(files["truth"])]
+    assert main([*args, "--masks", str(files["masks"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["bias_body_hu"] == pytest.approx(20.0, abs=1e-4)
+    assert summary["rmse_body_hu"] == pytest.approx(20.0, abs=1e-4)
+    assert summary["noise_body_hu"] == pytest.approx(0.0, abs=1e-4)  # an offset is not noise
+    for region in ("background", "lung"):
+        for stat in ("bias", "rmse", "noise"):
+            assert summary[f"{stat}_{region}_hu"] == pytest.approx(0.0, abs=1e-4)
+    body_line = next(line for line in printed.splitlines() if line.startswith("body "))
+    assert body_line.split()[1:3] == ["20", "20"]
+    # The noisy input: every region has an error, and RMSE is at least |bias| and noise.
+    noisy = tmp_path / "noisy.json"
+    args = ["evaluate", "--pred", str(files["uldct"]), "--truth", str(files["truth"])]
+    assert main([*args, "--masks", str(files["masks"]), "--out", str(noisy), "--quiet"]) == 0
+    s = json.loads(noisy.read_text())["summary"]
+    for region in ("background", "body", "lung"):
+        assert s[f"rmse_{region}_hu"] > 20.0
+        assert s[f"rmse_{region}_hu"] >= abs(s[f"bias_{region}_hu"])

@@ -18,6 +18,7 @@ TARGETS: dict[str, str] = {
     "model": "parameters, GFLOP and ms per forward for each network",
     "mixer": "FFM's frequency mixer against a plain rewrite of its blocks",
     "preview": "IPv2Denoise live mask preview per 512 x 512 slice",
+    "change-map": "how the change map's k and smoothing were chosen (phantom table)",
 }
 
 
@@ -26,7 +27,7 @@ def register(sub: Any) -> None:
     add_events_option(parser)
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for name, summary in TARGETS.items():
-        module = importlib.import_module(f"ipv2.benchmarks.{name}")
+        module = importlib.import_module(f"ipv2.benchmarks.{name.replace('-', '_')}")
         target = targets.add_parser(name, help=summary)
         module.add_arguments(target)
         target.set_defaults(run=module.run)

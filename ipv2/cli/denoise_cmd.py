@@ -84,6 +84,27 @@ def register(sub: Any) -> None:
         default=None,
         help="HU window of 8-bit PNG input (default -1024 1024)",
     )
+    p.add_argument(
+        "--change-map",
+        action="store_true",
+        help="also write OUT_difference (denoised - input, HU) and OUT_change_map (1 brighter, "
+        "2 darker than the input beyond its local noise) beside the output, and print the "
+        "share of changed voxels per region",
+    )
+    p.add_argument(
+        "--change-masks",
+        type=Path,
+        default=None,
+        help="label map (0 background, 1 body, 2 lung, e.g. from ipv2 purify) for the "
+        "change-map summary (default: masks computed from the denoised output)",
+    )
+    p.add_argument(
+        "--change-k",
+        type=float,
+        default=None,
+        help="change-map threshold in noise SDs of the smoothed difference (default 5, "
+        "measured on the phantom; lower flags more)",
+    )
     add_device_option(p)
     add_threads_option(p)
     add_events_option(p)
@@ -122,6 +143,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     dicom_source = _dicom_source(args, source, png_names)
     if dicom_source is None:
         _check_output(args.out, source, png_mode=bool(png_names))
+    change_paths = _check_change_map(args, source)
     device = resolve_device(options.device)
     loaded = load_checkpoint(find_model(args.model), device=device)
     volume = _read_input(source, args, png_names)
@@ -152,13 +174,68 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         **info.to_json(),
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
+    change = None
+    if change_paths is not None:
+        change = _change_map(args, volume=volume, result=result, paths=change_paths)
+        sidecar["change_map"] = change[2]
     if dicom_source is not None:
         out = _write_dicom(result, dicom_source, args, sidecar=sidecar)
     else:
         out = _write_output(result, args, png_names, sidecar=sidecar)
     reporter.log(f"wrote {out} ({info.seconds / max(info.slices, 1):.3f} s per slice)")
-    reporter.done(status="ok", out=str(out), **info.to_json())
+    extra: dict[str, Any] = {}
+    if change is not None:
+        _report_change_map(change, result=result, paths=change_paths, reporter=reporter)
+        extra["change_map"] = change[2]
+    reporter.done(status="ok", out=str(out), **info.to_json(), **extra)
     return 0
+
+
+def _check_change_map(args: argparse.Namespace, source: Path) -> Any:
+    """The change map's file names, refused up front when taken; None without --change-map."""
+    if not args.change_map:
+        if args.change_masks is not None:
+            raise InputError("--change-masks applies only with --change-map")
+        return None
+    from ipv2.cli.change_outputs import check_change_map_outputs
+
+    _change_options(args).check()
+    if args.change_masks is not None and not args.change_masks.is_file():
+        raise InputError(f"--change-masks {args.change_masks} is not a file")
+    return check_change_map_outputs(args.out, source)
+
+
+def _change_options(args: argparse.Namespace) -> Any:
+    from ipv2.metrics.change_map import ChangeMapOptions
+
+    return ChangeMapOptions() if args.change_k is None else ChangeMapOptions(k=args.change_k)
+
+
+def _change_map(args: argparse.Namespace, *, volume: Any, result: Any, paths: Any) -> Any:
+    """The change map, its per-region figures and its sidecar entry (not yet written)."""
+    from ipv2.cli.change_outputs import compute_change_map, summary_regions
+
+    regions, region_source = summary_regions(args.change_masks, result)
+    return compute_change_map(
+        volume,
+        result,
+        paths,
+        options=_change_options(args),
+        regions=regions,
+        region_source=region_source,
+    )
+
+
+def _report_change_map(change: Any, *, result: Any, paths: Any, reporter: Reporter) -> None:
+    """Write the two volumes after the output, then one summary line and metric per region."""
+    from ipv2.cli.change_outputs import write_change_map
+
+    cmap, figures, _ = change
+    write_change_map(cmap, result, paths)
+    reporter.log(f"wrote {paths.difference} and {paths.labels}")
+    for fig in figures:
+        reporter.log(f"change map: {fig.line()}")
+        reporter.metric(f"changed_beyond_noise_{fig.region}", fig.fraction, voxels=fig.voxels)
 
 
 def _png_names(source: Path) -> list[str]:

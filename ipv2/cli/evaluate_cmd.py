@@ -49,7 +49,7 @@ from ipv2.metrics.evaluate import (
 )
 from ipv2.metrics.features import FeatureExtractor, PixelStatsExtractor
 from ipv2.metrics.imagesets import load_image_set, read_label_maps
-from ipv2.metrics.reference import DEFAULT_ERODE_PX
+from ipv2.metrics.reference import DEFAULT_ERODE_PX, REGIONS
 
 TABLE_KEYS = (
     "slices",
@@ -223,6 +223,17 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def format_region_table(row: dict[str, object]) -> str:
+    """Bias, RMSE and noise SD (HU) per truth region for one row; '' when not measured."""
+    if not any(f"rmse_{r}_hu" in row for r in REGIONS):
+        return ""
+    lines = [f"{'region':<12}{'bias_hu':>10}{'rmse_hu':>10}{'noise_hu':>10}"]
+    for region in REGIONS:
+        cells = [_fmt(row.get(f"{stat}_{region}_hu")) for stat in ("bias", "rmse", "noise")]
+        lines.append(f"{region:<12}" + "".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)
+
+
 def write_csv(path: Path, result: EvaluationResult) -> None:
     """One row per case plus the 'all' row, written through a temporary file and a rename."""
     rows = [clean_json(r) for r in [*result.rows, result.summary]]
@@ -307,6 +318,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             reporter.metric(key, value, case="all")
     if args.events == "human":
         print(format_table(result), flush=True)
+        regions = format_region_table(result.summary)
+        if regions:
+            scope = "mean over cases" if len(result.rows) > 1 else "vs truth"
+            print(f"per region ({scope}, HU; body excludes the lungs):\n{regions}", flush=True)
         if "kid_subset_size" in result.summary:
             print(
                 f"KID: {result.summary['kid_subsets']} subsets of {result.summary['kid_subset_size']}"

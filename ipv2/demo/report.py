@@ -18,7 +18,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW
+from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW, HUWindow
 from ipv2.core.volume import Volume
 from ipv2.phantom import PhantomCase
 
@@ -26,6 +26,9 @@ U8 = npt.NDArray[np.uint8]
 SCALE = 2  # display pixels per image pixel
 BG_BOX, LUNG_BOX = (80, 160, 255), (255, 200, 40)
 MASK_COLOURS = {0: (40, 70, 150), 1: (215, 180, 140), 2: (235, 90, 110)}
+SOFT_TISSUE_WINDOW = HUWindow(40.0 - 200.0, 40.0 + 200.0)  # W400 L40: chest wall, mediastinum
+DIFFERENCE_HU = 200.0  # output - truth shown from -200 (black) through 0 (grey) to +200 (white)
+DIFFERENCE_WINDOW = HUWindow(-DIFFERENCE_HU, DIFFERENCE_HU)
 
 
 def _gray(slice_hu: npt.NDArray[np.float32]) -> U8:
@@ -120,6 +123,39 @@ def figure(
     return canvas
 
 
+def difference_figure(case: PhantomCase, outputs: dict[str, Volume], *, k: int) -> Image.Image:
+    """Soft-tissue window (top) and output - truth (bottom) for the input and each model.
+
+    The lung window of :func:`figure` hides what happens in the body; here a body-wide
+    bias shows as a grey level off mid-grey and a dark rim along the outline as a black
+    ring, so a regression in any region is visible at a glance.
+    """
+    truth = case.clean_ld.array[k]
+    columns = [("uLDCT (input)", case.uldct.array[k])]
+    columns += [
+        (f"{name.replace('ipv', 'IPv')}-trained FFM", out.array[k]) for name, out in outputs.items()
+    ]
+    columns.append(("truth", truth))
+    size = case.uldct.shape[1] * SCALE
+    title_h, gap = 22, 4
+    canvas = Image.new("RGB", (len(columns) * (size + gap), title_h + 2 * (size + gap) + 18))
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, image) in enumerate(columns):
+        x = i * (size + gap)
+        draw.text((x + 4, 4), title, fill=(235, 235, 235))
+        canvas.paste(_panel(SOFT_TISSUE_WINDOW.to_uint8(image), size), (x, title_h))
+        if title != "truth":
+            diff = DIFFERENCE_WINDOW.to_uint8(image - truth)
+            canvas.paste(_panel(diff, size), (x, title_h + size + gap))
+    draw.text(
+        (4, title_h + 2 * (size + gap)),
+        f"top: W400 L40; bottom: output - truth, -{DIFFERENCE_HU:.0f} (black) .. "
+        f"+{DIFFERENCE_HU:.0f} HU (white), 0 = mid-grey",
+        fill=(235, 235, 235),
+    )
+    return canvas
+
+
 def _best_slice(case: PhantomCase) -> int:
     return int(np.argmax(case.masks_ld.lung.sum(axis=(1, 2))))
 
@@ -134,6 +170,7 @@ def write_report(
 ) -> None:
     k = _best_slice(case)
     figure(case, outputs, labels, k=k).save(root / "report.png")
+    difference_figure(case, outputs, k=k).save(root / "report-difference.png")
     (root / "report.html").write_text(_html(metrics, k), encoding="utf-8")
 
 
@@ -161,6 +198,7 @@ def _html(metrics: dict[str, Any], k: int) -> str:
         for name, row in rows.items()
     )
     comp = metrics["comparison"]
+    regions = _region_table(rows)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>IPv2 demo report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}td,th{{padding:4px 10px;text-align:right}}
@@ -173,12 +211,44 @@ and lung regions; PSNR and SSIM are inside the body, in the HU window of the mod
 <p><b>Residual noise, IPv2 versus IPv1:</b> background {percent(comp["background_noise_reduction_ipv2_vs_ipv1"])}
 lower, lungs {percent(comp["lung_noise_reduction_ipv2_vs_ipv1"])} lower.</p>
 <table><tr>{head}</tr>{body}</table>
+<h2>Error against the truth per region (HU)</h2>
+<p>Bias is the mean of (output &minus; truth), RMSE its root mean square over the whole
+region, noise its SD inside the eroded region; body excludes the lungs. A model should
+beat the input's RMSE in every region.</p>
+{regions}
 <h2>Test slice {k} (lung window W1500 L&minus;600)</h2>
 <p><img src="report.png" alt="uLDCT, NDCT, labels, model outputs and masks with zoomed patches"></p>
+<h2>Test slice {k}: soft-tissue window W400 L40 and output &minus; truth</h2>
+<p><img src="report-difference.png" alt="soft-tissue window and difference to the truth"></p>
 <h2>Run</h2><pre>{html.escape(json.dumps({"config": metrics["config"], "stage_seconds": metrics["stage_seconds"], "total_seconds": metrics["total_seconds"]}, indent=2))}</pre>
 <p>Phantom: the IPv2 engine's synthetic chest (no patient data). Method: Gong and Yu, IPv2
 and arXiv:2510.07492.</p></body></html>
 """
+
+
+def _region_table(rows: dict[str, Any]) -> str:
+    from ipv2.metrics.reference import REGIONS
+
+    head = (
+        "<tr><th></th>"
+        + "".join(f"<th colspan=3>{html.escape(r)}</th>" for r in REGIONS)
+        + "</tr><tr><th></th>"
+        + "<th>bias</th><th>RMSE</th><th>noise</th>" * len(REGIONS)
+        + "</tr>"
+    )
+    body = "".join(
+        "<tr><th>"
+        + html.escape(name)
+        + "</th>"
+        + "".join(
+            f"<td>{_fmt(row.get(f'{stat}_{region}_hu'))}</td>"
+            for region in REGIONS
+            for stat in ("bias", "rmse", "noise")
+        )
+        + "</tr>"
+        for name, row in rows.items()
+    )
+    return f"<table>{head}{body}</table>"
 
 
 def percent(value: float | None) -> str:

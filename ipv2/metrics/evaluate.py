@@ -31,7 +31,12 @@ from ipv2.metrics.distances import (
 )
 from ipv2.metrics.features import FeatureExtractor, Features
 from ipv2.metrics.imagesets import Case, ImageSet, check_same_layout, pair_cases
-from ipv2.metrics.reference import DEFAULT_ERODE_PX, RegionMasks, reference_metrics
+from ipv2.metrics.reference import (
+    DEFAULT_ERODE_PX,
+    REGION_KEYS,
+    RegionMasks,
+    reference_metrics,
+)
 
 DISTRIBUTION_METRICS = ("fid", "kid", "clipfid")
 REFERENCE_METRICS = ("psnr", "ssim", "noise")
@@ -325,15 +330,18 @@ def evaluate(
     rows: list[Row] = []
     if truth is not None and options.reference():
         rows = reference_rows(pred, truth, options, masks=masks, reporter=reporter)
-        for key in ("psnr", "ssim", "noise_background_hu", "noise_lung_hu"):
+        for key in ("psnr", "ssim", *REGION_KEYS):
             if key in rows[0]:
                 summary[key] = _mean_over_cases(rows, key)
         conventions["reference"] = {
             "psnr_ssim": "inside the body (lungs included), images clipped to the window, "
             "data range = window width; SSIM: scikit-image, 7x7 uniform window, map averaged "
             "over the body; 'all' row = mean over cases",
-            "noise": f"std of prediction - truth (HU, unclipped) inside background and lungs, "
-            f"masks eroded {options.erode_px} px in-plane, scanner padding excluded",
+            "noise": f"std of prediction - truth (HU, unclipped) inside background, body "
+            f"(lungs excluded) and lungs, masks eroded {options.erode_px} px in-plane, scanner "
+            "padding excluded",
+            "bias_rmse": "mean and root mean square of prediction - truth (HU, unclipped) over "
+            "each whole region (not eroded: edge errors count), scanner padding excluded",
         }
     return EvaluationResult(
         rows=rows, summary=summary, conventions=conventions, notes=notes, warnings=warnings

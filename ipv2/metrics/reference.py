@@ -5,7 +5,9 @@ be checked directly: IPv2 should leave far less noise than IPv1 in the backgroun
 the lungs. Residual noise is the standard deviation of ``prediction - truth`` inside a
 region, in HU: the truth's own structure cancels, a constant offset does not count as
 noise, and the regions are eroded by a few pixels so blurred edges are not taken for
-noise. PSNR and SSIM are computed inside the body (lungs included) on images clipped to
+noise. Bias (mean of ``prediction - truth``) and RMSE per region (background, body
+without the lungs, lung) show what noise alone hides: a region made darker or worse
+than the input. PSNR and SSIM are computed inside the body (lungs included) on images clipped to
 the HU window, with the window width as data range, so they compare across runs only
 for the same window (the report states it).
 """
@@ -31,6 +33,9 @@ DEFAULT_ERODE_PX = 2
 MIN_REGION_PIXELS = 20  # fewer pixels than this give no meaningful standard deviation
 SSIM_WINDOW = 7  # scikit-image's default uniform 7 x 7 window
 PADDING_BELOW_HU = -1010.0
+# Regions of the per-region figures, in report order; "body" excludes the lungs.
+REGIONS = ("background", "body", "lung")
+REGION_KEYS = tuple(f"{s}_{r}_hu" for r in REGIONS for s in ("bias", "rmse", "noise"))
 
 
 def _stack(array: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
@@ -235,6 +240,25 @@ def residual_noise_std(
     return float(np.std(p[m] - t[m]))
 
 
+def region_error(
+    pred: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike
+) -> tuple[float | None, float | None]:
+    """Bias (mean of ``pred - truth``) and RMSE (HU) over the mask; None when too small.
+
+    Bias says whether a region came out too dark or too bright (a constant offset that
+    noise figures cancel); RMSE adds bias, noise and blur into one error, so a model
+    that is worse than its input in some region shows it there.
+    """
+    p, t = _stack(pred, "prediction"), _stack(truth, "truth")
+    if p.shape != t.shape:
+        raise InputError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    m = _mask(mask, p.shape, "bias/RMSE")
+    if int(m.sum()) < MIN_REGION_PIXELS:
+        return None, None
+    diff = p[m] - t[m]
+    return float(np.mean(diff)), float(np.sqrt(np.mean(diff**2)))
+
+
 def scanner_padding(truth: npt.NDArray[np.float64]) -> BoolArray:
     """Padding fills of the truth, below air by more than noise-free air ever is.
 
@@ -255,11 +279,14 @@ def reference_metrics(
     metrics: tuple[str, ...] = ("psnr", "ssim", "noise"),
     erode_px: int = DEFAULT_ERODE_PX,
 ) -> dict[str, float | int | None]:
-    """PSNR/SSIM inside the body and residual noise in background and lungs, as one row.
+    """PSNR/SSIM inside the body, and bias, RMSE and noise per region, as one row.
 
     Scanner padding found in the truth is left out of every region. Keys: ``psnr``,
-    ``ssim``, ``noise_background_hu``, ``noise_lung_hu`` (None where a region is absent)
-    and the pixel counts the noise figures were measured on.
+    ``ssim``; with "noise", for each of :data:`REGIONS` (background, body without the
+    lungs, lung): ``bias_R_hu`` and ``rmse_R_hu`` over the whole region (edges count:
+    a dark rim along the body outline is an error) and ``noise_R_hu``, the SD of
+    ``pred - truth`` over the region eroded in-plane (None where a region is absent),
+    with the pixel counts the noise figures were measured on.
     """
     t = _stack(truth, "truth")
     p = _stack(pred, "prediction")
@@ -276,9 +303,22 @@ def reference_metrics(
     if "ssim" in metrics:
         row["ssim"] = ssim_in_mask(p, t, regions.body, window=window)
     if "noise" in metrics:
-        inner = regions.eroded(erode_px)
-        row["noise_background_hu"] = residual_noise_std(p, t, inner.background)
-        row["noise_lung_hu"] = residual_noise_std(p, t, inner.lung)
-        row["noise_background_pixels"] = int(inner.background.sum())
-        row["noise_lung_pixels"] = int(inner.lung.sum())
+        whole = _disjoint(regions)
+        inner = _disjoint(
+            RegionMasks(whole["body"], regions.lung, regions.background, regions.source).eroded(
+                erode_px
+            ),
+            body_is_disjoint=True,
+        )
+        for name in REGIONS:
+            row[f"bias_{name}_hu"], row[f"rmse_{name}_hu"] = region_error(p, t, whole[name])
+            row[f"noise_{name}_hu"] = residual_noise_std(p, t, inner[name])
+            row[f"noise_{name}_pixels"] = int(inner[name].sum())
     return row
+
+
+def _disjoint(regions: RegionMasks, *, body_is_disjoint: bool = False) -> dict[str, BoolArray]:
+    """Background, body without the lungs, lung: each voxel in one region. (Eroding the
+    lungless body itself keeps the lung border out of the body's noise figure.)"""
+    body = regions.body if body_is_disjoint else regions.body & ~regions.lung
+    return {"background": regions.background, "body": body, "lung": regions.lung}
