@@ -4,6 +4,9 @@ Volume in, volume out on the same grid, plus a JSON report beside the output
 (``S.nrrd`` -> ``S.json``) with the dose, I0, mode, seed and the noise obtained. The dose
 comes from ``--dose`` or ``--i0``, or is fitted with ``--match-noise`` (a target noise
 std in HU) or ``--match-uldct`` (a real ultra-low-dose scan of the same patient).
+The dose is the series' mean: by default each slice's photons follow the patient's
+attenuation, as a scanner's tube-current modulation does (``--tube-current-modulation
+off`` for one dose on every slice). An input that already looks low-dose gets a warning.
 Nothing existing is overwritten: the command refuses before computing anything.
 """
 
@@ -25,6 +28,7 @@ from ipv2.core.volume import Volume
 from ipv2.io.atomic import write_json_atomic
 from ipv2.io.volumes import read_volume, volume_suffix, write_volume
 from ipv2.simulation.filters import FILTERS
+from ipv2.simulation.modulation import Modulation, add_modulation_option
 from ipv2.simulation.params import PhysicsParams
 from ipv2.simulation.regions import REGIONS
 from ipv2.simulation.volume_sim import MODES, simulate_volume
@@ -103,6 +107,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="output FBP(noisy sinogram) instead of input + reconstructed noise",
     )
+    add_modulation_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     add_device_option(parser)
@@ -166,6 +171,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         match_uldct=uldct,
         region=args.region,
         roi=roi,
+        modulation=Modulation(strength=args.tube_current_modulation),
     )
     report["input"] = str(args.ndct)
     if args.match_uldct:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ipv2.core.errors import InputError
 from ipv2.core.thread_pool import default_worker_count, set_worker_count
@@ -24,6 +26,8 @@ def resolve_device(name: str | None, local_rank: int = 0, allow_mps: bool = True
     ``allow_mps=False`` is for code whose operations MPS lacks (sparse matrix products):
     there ``auto`` and ``mps`` both give the CPU.
     """
+    import torch  # here, not at the top: commands that list or inspect start in a blink
+
     key = (name or "auto").strip().lower()
     if key == "auto":
         if torch.cuda.is_available():
@@ -87,6 +91,8 @@ def apply_threads(requested: int | None) -> int:
     if requested is not None and requested < 1:
         raise InputError(f"--threads must be at least 1, got {requested}")
     count = requested if requested is not None else default_worker_count()
+    import torch
+
     torch.set_num_threads(count)
     set_worker_count(count)
     cv2 = sys.modules.get("cv2")

@@ -129,9 +129,11 @@ def _picked(
     seed: int,
     device: str,
     batch_size: int,
+    i0_factors: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float32], SliceOptions]:
     """The measured slices and how to simulate them (their own volume indices keep the
-    per-slice noise seeds of a whole-volume run)."""
+    per-slice noise seeds of a whole-volume run, and their own tube-current factors, so
+    the fit finds the *mean* I0 of the modulated run)."""
     idx = list(slices)
     options: SliceOptions = {
         "seed": seed,
@@ -140,6 +142,8 @@ def _picked(
         "batch_size": batch_size,
         "indices": idx,
     }
+    if i0_factors is not None:
+        options["i0_factors"] = [float(f) for f in np.asarray(i0_factors, dtype=float)[idx]]
     return hu[idx], options
 
 
@@ -161,11 +165,13 @@ def calibrate_to_noise(
     device: str = "cpu",
     batch_size: int = 8,
     max_slices: int = 4,
+    i0_factors: npt.ArrayLike | None = None,
 ) -> Calibration:
     """Fit I0 so the simulated noise std in ``region`` (or ``roi``) is ``target_hu``.
 
     The noise is the simulation minus its noise-free counterpart, so anatomy inside the
     region does not count as noise; the input's own noise adds to it in quadrature.
+    ``i0_factors`` (one per slice of ``hu``, mean 1) apply tube-current modulation.
     """
     mask = roi if roi is not None else region_mask(hu, region, padding)
     name = "roi" if roi is not None else region
@@ -175,7 +181,15 @@ def calibrate_to_noise(
             f"no slice has enough voxels in the {name} region to measure noise; choose "
             "another region or give an ROI"
         )
-    sub, run = _picked(hu, padding, slices, seed=seed, device=device, batch_size=batch_size)
+    sub, run = _picked(
+        hu,
+        padding,
+        slices,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        i0_factors=i0_factors,
+    )
     sub_mask = mask[list(slices)]
 
     def measure(i0: float) -> float:
@@ -209,10 +223,12 @@ def calibrate_to_uldct(
     device: str = "cpu",
     batch_size: int = 8,
     max_slices: int = 4,
+    i0_factors: npt.ArrayLike | None = None,
 ) -> tuple[Calibration, float]:
     """Fit I0 so the simulation's noise index matches the real uLDCT's.
 
-    Returns the calibration and the uLDCT's measured noise index (HU).
+    Returns the calibration and the uLDCT's measured noise index (HU). ``i0_factors``
+    as in :func:`calibrate_to_noise`.
     """
     erosion = erosion_for(uldct_hu.shape)
     u_mask = region_mask(uldct_hu, region, uldct_padding, smoothing_px=3.0, erosion_px=erosion)
@@ -230,7 +246,15 @@ def calibrate_to_uldct(
     slices = _usable_slices(n_mask, 2 * max_slices, _min_pixels(hu.shape))
     if not slices:
         raise InputError(f"the normal-dose volume has no usable {region} region")
-    sub, run = _picked(hu, padding, slices, seed=seed, device=device, batch_size=batch_size)
+    sub, run = _picked(
+        hu,
+        padding,
+        slices,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        i0_factors=i0_factors,
+    )
 
     def measure(i0: float) -> float:
         sim = simulate_slices(sub, pixel_mm, params.with_i0(i0), **run)

@@ -14,10 +14,12 @@ Shepp-Logan (sinc), cosine and Hann (cos^2, our default, as in the authors' scri
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from ipv2.core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hann")
 
@@ -40,6 +42,8 @@ def padded_length(n_det: int) -> int:
 
 def ramp_response(n_fft: int, name: str, device: torch.device) -> torch.Tensor:
     """Real frequency response (n_fft // 2 + 1,) of the windowed ramp for ``rfft`` use."""
+    import torch  # here: check_filter (the CLI's option check) must not load torch
+
     key = check_filter(name)
     n = torch.cat([torch.arange(0, n_fft // 2 + 1), torch.arange(-(n_fft // 2) + 1, 0)]).to(
         torch.float64

@@ -52,13 +52,17 @@ class BatchResult:
 
 
 def _noisy_line_integrals(
-    p: torch.Tensor, params: PhysicsParams, seeds: Sequence[int]
+    p: torch.Tensor, params: PhysicsParams, seeds: Sequence[int], i0_factors: Sequence[float]
 ) -> torch.Tensor:
-    """Line integrals after Poisson + electronic noise and the floored log."""
-    i0 = params.incident_photons
+    """Line integrals after Poisson + electronic noise and the floored log.
+
+    Slice ``b`` is imaged with ``params.incident_photons * i0_factors[b]`` photons per ray
+    (tube-current modulation, :mod:`ipv2.simulation.modulation`).
+    """
     sigma_e = float(np.sqrt(params.electronic_noise_var))
     out = torch.empty_like(p)
     for b, s in enumerate(seeds):
+        i0 = params.incident_photons * float(i0_factors[b])
         gen = torch.Generator(device=p.device)
         gen.manual_seed(s)
         expected = i0 * torch.exp(-p[b])
@@ -80,12 +84,17 @@ def simulate_batch(
     seeds: Sequence[int],
     projector: Projector,
     want_noise: bool = False,
+    i0_factors: Sequence[float] | None = None,
 ) -> BatchResult:
-    """Simulate a padding-free batch already on the projector's device."""
+    """Simulate a padding-free batch already on the projector's device.
+
+    ``i0_factors`` scale each slice's photons per ray (default 1: constant current).
+    """
     scale = params.mu_water * pixel_mm  # attenuation per pixel of water
     mu = (scale * (1.0 + hu / 1000.0)).clamp(min=0.0)
     clean = projector.project(mu)
-    noisy = _noisy_line_integrals(clean, params, seeds)
+    factors = [1.0] * len(seeds) if i0_factors is None else list(i0_factors)
+    noisy = _noisy_line_integrals(clean, params, seeds, factors)
     to_hu = 1000.0 / scale
     if params.keep_resolution:
         noise = projector.fbp(noisy - clean, params.filter) * to_hu
@@ -122,6 +131,8 @@ class SliceOptions(TypedDict, total=False):
     the first slice within its volume (it selects the per-slice noise seeds, so a volume
     simulated in pieces equals one simulated at once); ``indices``: each slice's volume
     index explicitly, for non-contiguous picks. ``progress``: called with (done, total).
+    ``i0_factors``: one factor per given slice on the photons per ray (tube-current
+    modulation); None images every slice with ``params.incident_photons``.
     """
 
     seed: int
@@ -131,6 +142,7 @@ class SliceOptions(TypedDict, total=False):
     first_index: int
     progress: ProgressFn | None
     indices: Sequence[int] | None
+    i0_factors: Sequence[float] | None
 
 
 def simulate_slices(
@@ -162,8 +174,10 @@ def _simulate(
     first_index: int = 0,
     progress: ProgressFn | None = None,
     indices: Sequence[int] | None = None,
+    i0_factors: Sequence[float] | None = None,
 ) -> tuple[FloatArray, FloatArray | None]:
     arr = check_slices(hu, pixel_mm, padding)
+    factors = _check_factors(i0_factors, arr.shape[0])
     if indices is None:
         indices = range(first_index, first_index + arr.shape[0])
     elif len(indices) != arr.shape[0]:
@@ -191,6 +205,7 @@ def _simulate(
                 seeds=seeds,
                 projector=projector,
                 want_noise=want_noise,
+                i0_factors=factors[start:stop],
             )
         sim = result.simulated.cpu().numpy().astype(np.float32)
         if pad is not None:
@@ -204,3 +219,15 @@ def _simulate(
         if progress is not None:
             progress(stop, b_total)
     return out, noise_out
+
+
+def _check_factors(i0_factors: Sequence[float] | None, count: int) -> list[float]:
+    """Per-slice I0 factors as a list (all 1 when not given); refuses bad ones."""
+    if i0_factors is None:
+        return [1.0] * count
+    factors = [float(f) for f in i0_factors]
+    if len(factors) != count:
+        raise InputError(f"{len(factors)} dose factors given for {count} slices")
+    if not all(np.isfinite(f) and f > 0 for f in factors):
+        raise InputError("per-slice dose factors must be positive numbers")
+    return factors

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ipv2.core.volume import Volume
+from ipv2.simulation.modulation import Modulation
 from ipv2.simulation.params import PhysicsParams
-from ipv2.simulation.volume_sim import simulate_volume
 
 
 @dataclass(frozen=True)
@@ -20,22 +20,44 @@ class Simulator:
 
     The fit makes the simulated noise in the lungs match the real uLDCT U (method.md
     section 4, calibration c): the lungs of IPv2's training input, where S is pasted,
-    then carry the noise level the model meets at test time.
+    then carry the noise level the model meets at test time. ``modulation``: the per-slice
+    tube current (:mod:`ipv2.simulation.modulation`; on by default, as for ``simulate``).
     """
 
     params: PhysicsParams = field(default_factory=PhysicsParams)
     match_uldct: bool = False
     seed: int = 0
+    modulation: Modulation = field(default_factory=Modulation)
 
     @classmethod
     def for_dose(
-        cls, dose_fraction: float, *, match_uldct: bool = False, seed: int = 0
+        cls,
+        dose_fraction: float,
+        *,
+        match_uldct: bool = False,
+        seed: int = 0,
+        modulation: Modulation | None = None,
     ) -> Simulator:
-        return cls(PhysicsParams(dose_fraction=dose_fraction), match_uldct, seed)
+        return cls(
+            PhysicsParams(dose_fraction=dose_fraction),
+            match_uldct,
+            seed,
+            modulation if modulation is not None else Modulation(),
+        )
 
     def __call__(self, n: Volume, u: Volume) -> Volume:
         target = u if self.match_uldct else None
-        return simulate_volume(n, self.params, seed=self.seed, match_uldct=target, region="lung")[0]
+        from ipv2.simulation.volume_sim import simulate_volume  # loads torch
+
+        sim, _ = simulate_volume(
+            n,
+            self.params,
+            seed=self.seed,
+            match_uldct=target,
+            region="lung",
+            modulation=self.modulation,
+        )
+        return sim
 
     @property
     def description(self) -> str:
@@ -44,4 +66,6 @@ class Simulator:
             if self.match_uldct
             else f"dose fraction {self.params.dose_fraction}"
         )
+        if self.modulation.enabled:
+            how += f", tube-current modulation strength {self.modulation.strength:g}"
         return f"ipv2.simulation physical simulation ({how})"

@@ -4,7 +4,14 @@ This is what ``ipv2 simulate`` and the dataset builder call. The output keeps th
 grid and geometry exactly; scanner padding stays padding. The report records everything
 needed to reproduce and judge the result: mode, dose and I0 (fitted or given), the
 physics constants, the seed, and the noise and mean HU actually obtained in air, lung and
-soft tissue.
+soft tissue, per region and per slice in soft tissue.
+
+The photons per ray follow the patient's attenuation slice by slice (tube-current
+modulation, :mod:`ipv2.simulation.modulation`; on by default here, because whole volumes
+are real series and real scanners modulate; ``Modulation(strength=0)`` turns it off).
+The mean I0 over the slices is the requested dose; the report lists each slice's factor.
+The phantom, the demo and the training pairs simulate slices directly and stay at a
+constant dose.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from ipv2.core.events import Reporter
 from ipv2.core.padding import check_ct_range, detect_padding
 from ipv2.core.volume import Volume
 from ipv2.simulation.calibrate import calibrate_to_noise, calibrate_to_uldct
+from ipv2.simulation.modulation import Modulation, modulation_factors, scout_attenuation
+from ipv2.simulation.noise_estimate import low_dose_warning
 from ipv2.simulation.params import PhysicsParams
 from ipv2.simulation.physics import simulate_slices
 from ipv2.simulation.reference import reference_flux, reference_simulate_slices
@@ -43,12 +52,15 @@ def simulate_volume(
     match_uldct: Volume | None = None,
     region: str = "soft",
     roi: npt.ArrayLike | None = None,
+    modulation: Modulation | None = None,
 ) -> tuple[Volume, dict[str, Any]]:
     """Low-dose version of ``volume`` and a JSON-ready report (see the module docstring).
 
     ``match_noise_hu`` fits the dose so the simulated noise std in ``region`` (or ``roi``)
     equals it; ``match_uldct`` fits it to a real ultra-low-dose scan's noise. Both need
-    the physical mode; without them the dose comes from ``params``.
+    the physical mode; without them the dose comes from ``params``. ``modulation``
+    (default: :class:`Modulation`'s defaults) sets the per-slice tube current; fits then
+    find the mean I0 with the modulation applied.
     """
     rep = reporter if reporter is not None else Reporter()
     params = params if params is not None else PhysicsParams()
@@ -69,6 +81,12 @@ def simulate_volume(
     pixel_mm = volume.pixel_size_mm
     dev = str(resolve_device(device, allow_mps=False))
     roi_mask = None if roi is None else check_roi(roi, arr.shape)
+    input_noise, warning = low_dose_warning(arr, pad)
+    if warning is not None:
+        rep.log(warning, level="warning")
+    modulation = modulation if modulation is not None else Modulation()
+    tcm = _tube_current(arr, pixel_mm, params, pad=pad, modulation=modulation, mode=mode)
+    factors = tcm.pop("_factors")
 
     report: dict[str, Any] = {
         "mode": mode,
@@ -77,6 +95,7 @@ def simulate_volume(
         "pixel_mm": pixel_mm,
         "shape_zyx": list(arr.shape),
         "padding": padding.summary(),
+        "input_noise_index_hu_soft": input_noise,
     }
     calib_report: dict[str, Any] | None = None
     if match_noise_hu is not None:
@@ -94,6 +113,7 @@ def simulate_volume(
             seed=seed,
             device=dev,
             batch_size=batch_size,
+            i0_factors=factors,
         )
         params = params.with_i0(cal.i0)
         calib_report = cal.summary()
@@ -119,6 +139,7 @@ def simulate_volume(
             seed=seed,
             device=dev,
             batch_size=batch_size,
+            i0_factors=factors,
         )
         params = params.with_i0(cal.i0)
         calib_report = {**cal.summary(), "uldct_noise_index_hu": measured}
@@ -140,9 +161,11 @@ def simulate_volume(
             device=dev,
             batch_size=batch_size,
             progress=progress,
+            i0_factors=factors,
         )
         report.update(params.summary())
         report["n_views"] = params.n_views or max(arr.shape[1:])
+        tcm["i0_per_slice"] = [params.incident_photons * f for f in tcm["factors"]]
     else:
         sim = reference_simulate_slices(arr, seed, pad, progress=progress)
         report.update(
@@ -152,7 +175,9 @@ def simulate_volume(
                 "mapped back to each slice's HU range); not a physical dose",
             }
         )
+    report["tube_current_modulation"] = tcm
     report["regions"] = region_statistics(arr, sim, pad)
+    report["noise_std_hu_soft_per_slice"] = per_slice_noise(arr, sim, pad)
     if calib_report is not None and match_noise_hu is not None:
         mask = roi_mask if roi_mask is not None else region_mask(arr, region, pad)
         achieved = float(np.std((sim - arr)[mask])) if mask.any() else float("nan")
@@ -161,6 +186,54 @@ def simulate_volume(
         if stats.get("noise_std_hu") is not None:
             rep.metric(f"noise_std_hu_{name}", stats["noise_std_hu"])
     return volume.with_array(sim), report
+
+
+def _tube_current(
+    arr: npt.NDArray[np.float32],
+    pixel_mm: float,
+    params: PhysicsParams,
+    *,
+    pad: npt.NDArray[np.bool_] | None,
+    modulation: Modulation,
+    mode: str,
+) -> dict[str, Any]:
+    """Per-slice I0 factors (under ``_factors``) and their report entry."""
+    entry: dict[str, Any] = {
+        "strength": modulation.strength,
+        "limits_of_mean": [modulation.min_factor, modulation.max_factor],
+    }
+    depth = arr.shape[0]
+    if mode != "physical" or depth == 1 or not modulation.enabled:
+        why = (
+            "the reference mode has one fixed flux"
+            if mode != "physical"
+            else "a single slice has nothing to modulate against"
+            if depth == 1
+            else "turned off: constant tube current"
+        )
+        return {**entry, "applied": False, "note": why, "factors": [1.0] * depth, "_factors": None}
+    log_a = scout_attenuation(arr, pixel_mm, mu_water=params.mu_water, padding=pad)
+    factors = modulation_factors(log_a, modulation)
+    return {
+        **entry,
+        "applied": True,
+        "note": "I0 per slice proportional to the scout attenuation to the power 'strength', "
+        "clamped to 'limits_of_mean' times the mean; the mean factor is 1 (the requested dose)",
+        "scout_log_attenuation": [round(float(v), 4) for v in log_a],
+        "factors": [float(f) for f in factors],
+        "_factors": [float(f) for f in factors],
+    }
+
+
+def per_slice_noise(
+    original: npt.NDArray[np.float32],
+    simulated: npt.NDArray[np.float32],
+    padding: npt.NDArray[np.bool_] | None,
+) -> list[float | None]:
+    """Std of (simulated - original) in each slice's soft tissue (None where it has none)."""
+    mask = region_mask(original, "soft", padding)
+    diff = simulated - original
+    return [float(d[m].std()) if m.sum() >= 25 else None for d, m in zip(diff, mask, strict=True)]
 
 
 def region_statistics(
