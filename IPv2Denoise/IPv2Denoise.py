@@ -73,7 +73,7 @@ class IPv2DenoiseParameterNode:
     denoisedVolume: slicer.vtkMRMLScalarVolumeNode
     modelPath: pathlib.Path
     livePreview: bool = True
-    maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
+    maskVariant: Annotated[str, Choice(["paper", "reference", "anatomical"])] = "paper"
     useFixedThreshold: bool = False
     fixedThreshold: Annotated[float, WithinRange(-1000, 200)] = -400.0
     openingRadius: Annotated[int, WithinRange(0, 10)] = 1

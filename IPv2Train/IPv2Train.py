@@ -67,7 +67,7 @@ class IPv2TrainParameterNode:
     module2: bool = True
     module3: bool = True
     textureMix: Annotated[float, WithinRange(0.0, 1.0)] = 0.1
-    maskVariant: Annotated[str, Choice(["paper", "reference"])] = "paper"
+    maskVariant: Annotated[str, Choice(["paper", "reference", "anatomical"])] = "paper"
     simulationDose: Annotated[float, WithinRange(0.001, 1.0)] = 0.02
     matchUldct: bool = True
     architecture: Annotated[str, Choice(["ffm", "unet", "corediff", "colddiff", "redcnn"])] = "ffm"

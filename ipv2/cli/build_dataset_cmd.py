@@ -46,7 +46,13 @@ def register(sub: Any) -> None:
         help="IPv2 modules, e.g. 1,2,3 or none (default: none for ipv1, 1,2,3 for ipv2)",
     )
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
-    p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
+    p.add_argument(
+        "--mask-variant",
+        choices=("paper", "reference", "anatomical"),
+        default="paper",
+        help="lung mask: paper (default), reference (the authors' script) or anatomical "
+        "(lungs connected in 3D; no bowel gas, gas under the back or table; see docs/masks.md)",
+    )
     p.add_argument(
         "--threshold-hu", type=float, default=None, help="fixed HU threshold instead of Otsu"
     )

@@ -28,13 +28,14 @@ from ipv2.core.errors import InputError
 from ipv2.core.events import Reporter
 from ipv2.core.padding import check_ct_range, detect_padding
 from ipv2.core.volume import Volume
-from ipv2.inference.weak_denoiser import load_weak_denoiser
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.volumes import VOLUME_SUFFIXES, read_volume, to_sitk, write_volume
 from ipv2.purification.masks import MaskOptions
 from ipv2.purification.modules import parse_modules
 from ipv2.purification.pipeline import purify_pair, without_module_3_unless_weak
 from ipv2.purification.recipe import DEFAULT_T, Recipe
+from ipv2.simulation.modulation import Modulation, add_modulation_option
+from ipv2.simulation.noise_estimate import low_dose_warning
 from ipv2.simulation.params import check_dose_fraction
 from ipv2.simulation.simulator import Simulator
 
@@ -63,7 +64,13 @@ def register(sub: Any) -> None:
         help="Module 3: a weak denoiser checkpoint folder (applied to U; W is saved as "
         "weak.<ext>), or a W = weak(U) volume; without it Module 3 is skipped",
     )
-    p.add_argument("--mask-variant", choices=("paper", "reference"), default="paper")
+    p.add_argument(
+        "--mask-variant",
+        choices=("paper", "reference", "anatomical"),
+        default="paper",
+        help="lung mask: paper (default), reference (the authors' script) or anatomical "
+        "(lungs connected in 3D; no bowel gas, gas under the back or table; see docs/masks.md)",
+    )
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
     p.add_argument(
         "--threshold-hu", type=float, default=None, help="fixed HU threshold instead of Otsu"
@@ -85,6 +92,7 @@ def register(sub: Any) -> None:
         "--dose", type=float, default=0.02, help="dose fraction when S is simulated here"
     )
     add_match_uldct_flag(p)
+    add_modulation_option(p)
     p.add_argument("--resample", action="store_true", help="resample N (and S, W) onto U's grid")
     p.add_argument("--format", choices=[s.lstrip(".") for s in VOLUME_SUFFIXES], default="nrrd")
     p.add_argument("--out-dir", "-o", required=True, help="new output folder")
@@ -150,13 +158,25 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     )
     weak = weak_denoiser = None
     if args.weak and (Path(args.weak) / "model.json").is_file():
+        # Imported here: it loads torch, which commands that only parse or fail early skip.
+        from ipv2.inference.weak_denoiser import load_weak_denoiser
+
         weak_denoiser = load_weak_denoiser(args.weak)
     elif args.weak:
         weak = _load(args.weak, "W", u, resample=args.resample, log=resampled)
     simulator = (
-        None if sim is not None else Simulator.for_dose(args.dose, match_uldct=args.match_uldct)
+        None
+        if sim is not None
+        else Simulator.for_dose(
+            args.dose,
+            match_uldct=args.match_uldct,
+            modulation=Modulation(strength=args.tube_current_modulation),
+        )
     )
     if recipe.needs_simulated and simulator is not None:
+        _, low_dose = low_dose_warning(n.array)  # as simulate warns: S from a low-dose N
+        if low_dose is not None:
+            reporter.log(low_dose, level="warning")
         reporter.log(f"simulating S from N with {simulator.description}")
     if recipe.needs_weak and weak_denoiser is not None:
         reporter.log(f"weakly denoising U with {weak_denoiser.description}")

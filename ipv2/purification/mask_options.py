@@ -9,10 +9,12 @@ import numpy as np
 
 from ipv2.core.errors import InputError
 
-Variant = Literal["paper", "reference"]
+Variant = Literal["paper", "reference", "anatomical"]
 BackgroundRule = Literal["outside-body", "corners"]
 
-VARIANTS: tuple[str, ...] = ("paper", "reference")
+VARIANTS: tuple[str, ...] = ("paper", "reference", "anatomical")
+"""``anatomical`` (:mod:`ipv2.purification.anatomical`) is ours, not the paper's: lungs
+connected in 3D, the patient without the table, a noise-scaled opening."""
 BACKGROUND_RULES: tuple[str, ...] = ("outside-body", "corners")
 
 
@@ -22,7 +24,7 @@ class MaskOptions:
 
     variant: Variant = "paper"
     threshold_hu: float | None = None  # fixed HU threshold instead of Otsu
-    opening_radius: int = 1  # 1 = the paper's 3x3 disk; 0 = no opening
+    opening_radius: int = 1  # 1 = the paper's 3x3 disk; 0 = no opening (anatomical: minimum)
     connectivity: int = 4  # flood-fill connectivity in the slice plane: 4 or 8
     background_rule: BackgroundRule = "outside-body"
 

@@ -21,6 +21,11 @@ one, which is what the Slicer preview calls on every slider move.
 - ``L``: ``paper`` variant (default) = ``dark(U) - bg(U)`` OR ``dark(N) - bg(N)``;
   ``reference`` variant = the authors' script: ``dark(U) | dark(N)`` minus one flood fill
   from pixel (0, 0), which removes nothing when that pixel is bright.
+- ``anatomical`` variant (ours, not the paper's; :mod:`ipv2.purification.anatomical`):
+  the one exception to slice independence. Lungs are the dark components inside the
+  patient's body that are connected in 3D to the largest thoracic air, so bowel gas, gas
+  under the back and air in the table are not lung; the body excludes the table; the
+  opening radius follows each slice's noise. A single slice uses a 2D fallback.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ipv2.core.binary_ops import BinaryOps, backend
 from ipv2.core.errors import InputError
 from ipv2.core.padding import slice_padding
 from ipv2.core.thread_pool import map_slices, worker_count
+from ipv2.purification.anatomical import anatomical_regions
 from ipv2.purification.mask_blocks import (
     OTSU_SAMPLES_PER_SLICE,
     block_dark,
@@ -61,13 +67,21 @@ class DarkMask:
 
 @dataclass(frozen=True)
 class ImageRegions:
-    """One image's own regions: dark and background (lung = dark - background)."""
+    """One image's own regions: dark and background (lung = dark - background).
+
+    The ``anatomical`` variant gives its lung explicitly (``kept``): there dark pixels
+    inside the body that are not lung (bowel gas, gas under the back) are neither lung
+    nor background.
+    """
 
     dark: DarkMask
     background: BoolArray
+    kept: BoolArray | None = None
 
     @property
     def lung(self) -> BoolArray:
+        if self.kept is not None:
+            return self.kept
         return np.asarray(self.dark.mask & ~self.background)
 
 
@@ -281,6 +295,8 @@ def purification_masks(
     if uu.shape != nn.shape:
         raise InputError(f"U and N differ in shape: {uu.shape} vs {nn.shape}")
     pad_u, pad_n = _padding_stack(uu, padding_u), _padding_stack(nn, padding_n)
+    if opts.variant == "anatomical":
+        return _anatomical_masks((uu, pad_u), (nn, pad_n), opts, detect=detect, ops=ops)
     ru, rn = _RegionStacks(uu.shape), _RegionStacks(uu.shape)
     lung = np.empty(uu.shape, dtype=bool)
     body = np.empty(uu.shape, dtype=bool)
@@ -317,3 +333,27 @@ def purification_masks(
     return MaskSet(
         options=opts, u=ru.result(), n=rn.result(), lung=lung, body=body, removed=removed
     )
+
+
+def _anatomical_masks(
+    u: tuple[FloatArray, BoolArray | None],
+    n: tuple[FloatArray, BoolArray | None],
+    opts: MaskOptions,
+    *,
+    detect: bool,
+    ops: BinaryOps,
+) -> MaskSet:
+    """The ``anatomical`` variant: each image's regions on the whole stack (3D), OR-ed.
+
+    Background is what is dark outside the patient; the body is the patient alone.
+    """
+    regions = []
+    for (vol, pad), what in ((u, "U"), (n, "N")):
+        _check_finite_block(vol, what, 0)
+        found = _block_padding(vol, pad, 0, detect=detect, ops=ops)
+        r = anatomical_regions(vol, found, opts, ops=ops)
+        background = r.dark & ~r.body
+        regions.append((ImageRegions(DarkMask(r.dark, r.thresholds), background, r.lung), r.body))
+    (ru, body_u), (rn, body_n) = regions
+    lung = ru.lung | rn.lung
+    return MaskSet(options=opts, u=ru, n=rn, lung=lung, body=body_u | body_n | lung)

@@ -112,7 +112,7 @@ def preview_slice(
     if opts.variant == "anatomical":  # lungs by 3D connectivity: whole volume, cached
         from ipv2.slicer.mask_cache import PREVIEW_CACHE
 
-        cached = PREVIEW_CACHE.for_nodes(u_node, n_node, opts)
+        cached = PREVIEW_CACHE.for_nodes(u_node, n_node, opts, voxels=voxels)
         parts, otsu = cached.slice_masks(k), cached.thresholds[k : k + 1]
     else:
         masks = purification_masks(u, n, opts)
@@ -147,6 +147,8 @@ def masks_for_volume(
     u_all = voxels(u_node)
     n_all = voxels(n_node) if n_node is not None else u_all
     depth = u_all.shape[0]
+    if getattr(options, "variant", "paper") == "anatomical":
+        chunk = depth  # lungs by 3D connectivity: the whole volume at once
     parts: dict[str, list[npt.NDArray[np.bool_]]] = {"background": [], "body": [], "lung": []}
     for start in range(0, depth, chunk):
         stop = min(depth, start + chunk)
