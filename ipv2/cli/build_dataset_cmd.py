@@ -17,6 +17,7 @@ from typing import Any
 
 from ipv2.cli.common import (
     add_events_option,
+    add_mask_variant_option,
     add_match_uldct_flag,
     add_threads_option,
     apply_threads,
@@ -46,13 +47,7 @@ def register(sub: Any) -> None:
         help="IPv2 modules, e.g. 1,2,3 or none (default: none for ipv1, 1,2,3 for ipv2)",
     )
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
-    p.add_argument(
-        "--mask-variant",
-        choices=("paper", "reference", "anatomical"),
-        default="paper",
-        help="lung mask: paper (default), reference (the authors' script) or anatomical "
-        "(lungs connected in 3D; no bowel gas, gas under the back or table; see docs/masks.md)",
-    )
+    add_mask_variant_option(p)
     p.add_argument(
         "--threshold-hu", type=float, default=None, help="fixed HU threshold instead of Otsu"
     )

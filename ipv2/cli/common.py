@@ -78,6 +78,7 @@ def plain_help(parser: argparse.ArgumentParser) -> None:
 __all__ = [
     "add_device_option",
     "add_events_option",
+    "add_mask_variant_option",
     "add_match_uldct_flag",
     "add_threads_option",
     "apply_threads",
@@ -85,3 +86,16 @@ __all__ = [
     "plain_help",
     "plain_text",
 ]
+
+
+def add_mask_variant_option(parser: argparse.ArgumentParser) -> None:
+    """``--mask-variant``, shared by purify and build-dataset so their choices never drift."""
+    from ipv2.purification.mask_options import VARIANTS
+
+    parser.add_argument(
+        "--mask-variant",
+        choices=VARIANTS,
+        default="paper",
+        help="lung mask: paper (default), reference (the authors' script) or anatomical "
+        "(lungs connected in 3D; no bowel gas, gas under the back or table; see docs/masks.md)",
+    )

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ipv2.cli.common import (
     add_events_option,
+    add_mask_variant_option,
     add_match_uldct_flag,
     add_threads_option,
     apply_threads,
@@ -64,13 +65,7 @@ def register(sub: Any) -> None:
         help="Module 3: a weak denoiser checkpoint folder (applied to U; W is saved as "
         "weak.<ext>), or a W = weak(U) volume; without it Module 3 is skipped",
     )
-    p.add_argument(
-        "--mask-variant",
-        choices=("paper", "reference", "anatomical"),
-        default="paper",
-        help="lung mask: paper (default), reference (the authors' script) or anatomical "
-        "(lungs connected in 3D; no bowel gas, gas under the back or table; see docs/masks.md)",
-    )
+    add_mask_variant_option(p)
     p.add_argument("--T", dest="t", type=float, default=DEFAULT_T, help="IPv1 texture mix (0..1)")
     p.add_argument(
         "--threshold-hu", type=float, default=None, help="fixed HU threshold instead of Otsu"
