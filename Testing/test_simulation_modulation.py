@@ -4,6 +4,7 @@ input that is low-dose already, and purify's HU plausibility error that names it
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -143,3 +144,26 @@ def test_purify_refuses_an_extremely_noisy_volume_naming_what_it_measured(
     assert 300 <= noise <= 500
     assert "simulated low-dose" in err and "--match-uldct" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_build_dataset_takes_the_modulation_option(slim_and_broad: Volume, tmp_path: Path) -> None:
+    """build-dataset simulates Module 2 with the same per-slice dose as simulate and purify."""
+    write_volume(slim_and_broad, tmp_path / "n.nrrd")
+    write_volume(slim_and_broad, tmp_path / "u.nrrd")
+    (tmp_path / "pairs.csv").write_text("uldct,ndct,split,case\nu.nrrd,n.nrrd,train,c0\n")
+    common = ["build-dataset", str(tmp_path / "pairs.csv"), "--modules", "1,2", "--dose", "0.05"]
+    assert main([*common, "--out", str(tmp_path / "on"), "--quiet"]) == 0
+    off = [*common, "--out", str(tmp_path / "off"), "--tube-current-modulation", "off"]
+    assert main([*off, "--quiet"]) == 0
+
+    def spread(root: Path) -> tuple[float, float | None]:
+        manifest = json.loads((root / "manifest.json").read_text())
+        noise = _noise_per_slice(slim_and_broad.array, np.load(root / "train" / "sim" / "c0.npy"))
+        return float(noise[2:].mean() / noise[:2].mean()), manifest["parameters"][
+            "tube_current_modulation"
+        ]
+
+    ratio_on, strength_on = spread(tmp_path / "on")
+    ratio_off, strength_off = spread(tmp_path / "off")
+    assert (strength_on, strength_off) == (0.5, 0.0)
+    assert ratio_off > 1.15 * ratio_on  # constant dose: the broad slices come out noisier

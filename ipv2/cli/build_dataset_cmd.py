@@ -29,6 +29,7 @@ from ipv2.data.format import DEFAULT_SPLIT_SEED
 from ipv2.purification.masks import MaskOptions
 from ipv2.purification.modules import parse_modules
 from ipv2.purification.recipe import DEFAULT_T, Recipe
+from ipv2.simulation.modulation import Modulation, add_modulation_option
 
 
 def register(sub: Any) -> None:
@@ -72,6 +73,7 @@ def register(sub: Any) -> None:
         "--dose", type=float, default=0.02, help="dose fraction for Module 2's simulation"
     )
     add_match_uldct_flag(p)
+    add_modulation_option(p)
     p.add_argument(
         "--weak-denoiser",
         "--weak",
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         pixel_mm=args.pixel_mm,
         dose_fraction=args.dose,
         match_uldct=args.match_uldct,
+        modulation=Modulation(strength=args.tube_current_modulation),
         weak_checkpoint=args.weak_denoiser,
     )
     manifest = build_dataset(args.source, args.out, config, reporter=reporter)

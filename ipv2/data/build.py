@@ -48,6 +48,7 @@ from ipv2.purification.pipeline import (
     without_module_3_unless_weak,
 )
 from ipv2.purification.recipe import Recipe
+from ipv2.simulation.modulation import Modulation
 
 if TYPE_CHECKING:
     from ipv2.inference.weak_denoiser import WeakDenoiser
@@ -80,6 +81,8 @@ class BuildConfig:
     pixel_mm: float = 1.0  # PNG slices carry no pixel size
     dose_fraction: float = 0.02
     match_uldct: bool = False  # fit each case's simulated dose to its own real uLDCT noise
+    # Per-slice dose following attenuation, as in `simulate` and `purify` (numpy only).
+    modulation: Modulation = field(default_factory=Modulation)
     weak_checkpoint: Path | None = None
 
     def __post_init__(self) -> None:
@@ -204,7 +207,9 @@ def build_dataset(
 
     simulator: Simulator | None = None
     if recipe.needs_simulated and not all(p.simulated for p in pairs):
-        simulator = Simulator.for_dose(config.dose_fraction, match_uldct=config.match_uldct)
+        simulator = Simulator.for_dose(
+            config.dose_fraction, match_uldct=config.match_uldct, modulation=config.modulation
+        )
     weak: WeakDenoiser | None = None
     if recipe.needs_weak and not all(p.weak for p in pairs) and config.weak_checkpoint is not None:
         weak = load_weak_denoiser(config.weak_checkpoint)
@@ -232,6 +237,9 @@ def build_dataset(
                 "simulation": simulator.description if simulator is not None else None,
                 "dose_fraction": config.dose_fraction if recipe.needs_simulated else None,
                 "match_uldct": config.match_uldct if recipe.needs_simulated else None,
+                "tube_current_modulation": (
+                    config.modulation.strength if recipe.needs_simulated else None
+                ),
                 "weak_denoiser": weak.description if weak is not None else None,
                 "png_pixel_mm": config.pixel_mm if pairs[0].png is not None else None,
             },
