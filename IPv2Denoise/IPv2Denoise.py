@@ -25,7 +25,6 @@ UNSUPPORTED = unsupported_reason()  # Slicer 5.8 (Python 3.9): one message, not 
 if UNSUPPORTED is None:
     from IPv2DenoiseLib.model_selector import ModelSelector
 
-    from ipv2.core.errors import IPv2Error
     from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
     from ipv2.slicer.dicom_export import DicomExportMixin
     from ipv2.slicer.layout import show_compare_layout
@@ -79,10 +78,11 @@ class IPv2DenoiseParameterNode:
     openingRadius: Annotated[int, WithinRange(0, 10)] = 1
     textureMix: Annotated[float, WithinRange(0.0, 1.0)] = 0.1
     fusionKind: Annotated[str, Choice(list(FUSION_LABELS.values()))] = FUSION_LABELS["ipv2-input"]
-    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    steps: Annotated[int, WithinRange(0, 1000)] = 0  # 0: auto, from the model's steps curve
     device: Annotated[str, Choice(["auto", "cuda", "cpu", "mps"])] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0
     halfPrecision: bool = True
+    changeMap: bool = False
 
 
 class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -121,6 +121,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.denoiseButton.connect("clicked(bool)", self.onDenoise)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        self.ui.changeMapCheckBox.connect("clicked(bool)", self.onChangeMapClicked)
         self.modelSelector = ModelSelector(self.ui, self.logic, lambda: self._parameterNode)
         self.initializeParameterNode()
 
@@ -157,6 +158,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndClose(self, caller, event):
         self._masks = None
+        self.ui.changeMapSummaryLabel.text = ""
         self.preview.forget_nodes()
         if self.parent.isEntered:
             self.initializeParameterNode()
@@ -191,6 +193,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.wholeVolumeMasksButton.enabled = ready
         self.ui.exportDicomButton.enabled = bool(p and p.denoisedVolume)
         self.ui.thresholdSliderWidget.enabled = bool(p and p.useFixedThreshold)
+        self.ui.stepsInfoLabel.text = self.logic.stepsEstimate(p) if p else ""
         self.schedulePreview()
 
     def schedulePreview(self, caller=None, event=None):
@@ -248,6 +251,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = self.logic.startDenoise(self._parameterNode)
         self._cancelled = False
         self.ui.logTextEdit.clear()
+        self.ui.changeMapSummaryLabel.text = ""
         self.ui.progressBar.value = 0
         self.ui.cancelButton.enabled = True
         self.ui.denoiseButton.enabled = False
@@ -260,6 +264,10 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             out = self.logic.exportDicom(self._parameterNode, folder)
             self.ui.logTextEdit.appendPlainText(f"DICOM series written to {out}")
 
+    @panel_action("Change map failed.", dependencies=True)
+    def onChangeMapClicked(self, checked):  # clicks only (not toggled): a restore computes nothing
+        self.ui.changeMapSummaryLabel.text = self.logic.showChangeMap(self._parameterNode, checked)
+
     def onCancel(self):
         if self._run is not None:
             self._cancelled = True
@@ -271,9 +279,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run is None:
             self._timer.stop()
             return
-        for event in run.job.poll():
-            if event.get("event") in ("log", "error"):
-                self.ui.logTextEdit.appendPlainText(str(event.get("message", "")))
+        for line in self.logic.pollDenoise(run):  # the job's new log and error lines
+            self.ui.logTextEdit.appendPlainText(line)
         self.ui.progressBar.value = int(100 * run.job.fraction)
         self.ui.timeLabel.text = run.job.status_text()
         if run.job.running:
@@ -282,25 +289,19 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         self.ui.cancelButton.enabled = False
         self.onParameterChanged()
-        status = (run.job.result or {}).get("status")
-        if status == "cancelled" or self._cancelled:
-            self.logic.discardDenoise(run)
-            self.ui.logTextEdit.appendPlainText("Cancelled; nothing was written.")
-            return
-        try:
-            node = self.logic.finishDenoise(run)
-            self.logic.fileDenoised(self._parameterNode, node, run)
-        except IPv2Error as exc:
-            self.logic.discardDenoise(run)
-            slicer.util.errorDisplay(
-                f"Denoising failed: {exc}", detailedText="\n".join(run.job.log_tail(100))
-            )
+        outcome = self.logic.concludeDenoise(self._parameterNode, run, self._cancelled)
+        if outcome.node is None:  # cancelled: a log line; failed: a dialog with the details
+            self.ui.logTextEdit.appendPlainText(outcome.message)
+            if outcome.details:
+                slicer.util.errorDisplay(outcome.message, detailedText=outcome.details)
             return
         self.ui.progressBar.value = 100
         slicer.util.setSliceViewerLayers(
-            background=self._parameterNode.uldctVolume, foreground=node, foregroundOpacity=0.0
+            background=self._parameterNode.uldctVolume, foreground=outcome.node, foregroundOpacity=0
         )
-        self.logic.showCompare(self._parameterNode, node)
+        self.logic.showCompare(self._parameterNode, outcome.node)
+        if self._parameterNode.changeMap:
+            self.onChangeMapClicked(True)
 
 
 class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):

@@ -12,6 +12,11 @@ window keep their excess over the window's top in the output instead of being fl
 below the window there is only air and its noise, so the network's output stands there.
 Scanner padding is restored exactly.
 
+The sampler's steps are a count, ``"auto"`` (the fewest steps the model's measured steps
+curve says are as good as the most, :mod:`ipv2.inference.steps_auto`; the command
+line's default) or ``None`` (the model's configured steps); :func:`sampler_steps` says
+which and why, and :class:`DenoiseInfo` carries that line.
+
 Runs far beyond any useful length (more than ``long_runs.MAX_SAMPLER_STEPS`` sampler
 steps, from ``--steps`` or from a model.json's scheme) are refused unless
 ``allow_long`` is set, with a duration estimated from one measured network pass; a slice
@@ -37,6 +42,7 @@ from ipv2.core.errors import CancelledError, InputError, IPv2Error
 from ipv2.core.long_runs import MAX_SAMPLER_STEPS, sampler_steps_refusal
 from ipv2.core.padding import detect_padding
 from ipv2.core.volume import Volume
+from ipv2.inference.steps_auto import StepsChoice, choose_for_model
 from ipv2.io.checkpoints import Loaded
 from ipv2.models.bounds import activation_bytes
 from ipv2.models.common import pad_to_stride
@@ -51,9 +57,13 @@ _MAX_AUTO_BATCH = 64
 
 @dataclass(frozen=True)
 class DenoiseOptions:
-    """How to run a model; ``None`` means the model's or the machine's default."""
+    """How to run a model; ``None`` means the model's or the machine's default.
 
-    steps: int | None = None
+    ``steps``: a count, ``"auto"`` (chosen from the model's steps curve), or ``None``
+    (the model's configured steps).
+    """
+
+    steps: int | str | None = None
     device: str = "auto"
     batch_size: int | None = None
     half: bool = False
@@ -72,6 +82,8 @@ class DenoiseInfo:
     slices: int = 0
     oom_retries: int = 0
     notes: list[str] = field(default_factory=list)
+    steps_how: str = "configured"  # "auto", "given" or "configured"
+    steps_note: str = ""  # one line: the steps and why (see sampler_steps)
 
     def to_json(self) -> dict[str, Any]:
         per_slice = self.seconds / self.slices if self.slices else 0.0
@@ -85,7 +97,21 @@ class DenoiseInfo:
             "slices": self.slices,
             "oom_retries": self.oom_retries,
             "notes": self.notes,
+            "steps_how": self.steps_how,
+            "steps_note": self.steps_note,
         }
+
+
+def sampler_steps(loaded: Loaded, requested: int | str | None = "auto") -> StepsChoice:
+    """The steps to sample ``loaded`` with for ``--steps`` ``requested``, and why.
+
+    ``"auto"`` takes the fewest steps within the tolerance of the best on the model's
+    steps curve; a model without one keeps its configured steps and the note says so.
+    The choice carries the curve, for panels that show it and the time it predicts.
+    """
+    choice = choose_for_model(loaded.meta, requested, configured=int(loaded.scheme.default_steps))
+    loaded.scheme.resolve_steps(choice.steps)  # the scheme's own refusals (below 1 step)
+    return choice
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -283,7 +309,7 @@ def check_denoise(hu: npt.ArrayLike, loaded: Loaded, options: DenoiseOptions) ->
     if vol.ndim != 3 or 0 in vol.shape:
         return  # denoise_array says what is wrong with the shape
     device = resolve_device(options.device)
-    steps = loaded.scheme.resolve_steps(options.steps)
+    steps = sampler_steps(loaded, options.steps).steps
     runner = SliceRunner(loaded, device, steps, options.half)
     _preflight(runner, loaded.window.to_unit(vol), steps=steps, allow_long=options.allow_long)
 
@@ -311,7 +337,8 @@ def denoise_array(
     if not np.isfinite(vol).all():
         raise InputError("the input contains NaN or infinite voxels; CT in HU must be finite")
     device = resolve_device(opts.device)
-    steps = loaded.scheme.resolve_steps(opts.steps)
+    choice = sampler_steps(loaded, opts.steps)
+    steps = choice.steps
     if runner is None:
         runner = SliceRunner(loaded, device, steps, opts.half)
     window = loaded.window
@@ -325,6 +352,8 @@ def denoise_array(
         steps=steps,
         batch_size=batch,
         precision=str(runner.dtype).replace("torch.", "") if runner.dtype else "float32",
+        steps_how=choice.how,
+        steps_note=choice.note,
     )
     out = np.empty_like(vol)
     total = vol.shape[0] * steps

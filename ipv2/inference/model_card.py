@@ -7,7 +7,9 @@ Training writes a ``card`` object into ``model.json`` (:func:`training_card`: th
 dataset described without patient paths, plus the intended use and licence, which a
 model's author may edit before sharing, since ``model.json`` is not part of the weights'
 hash); :func:`card_text` renders the whole description for ``ipv2 models show`` and the
-IPv2Denoise panel, falling back to what older model files hold.
+IPv2Denoise panel, falling back to what older model files hold. Its "Steps" rows show
+the steps curve measured at the end of training and the steps ``--steps auto`` takes
+from it (:mod:`ipv2.inference.steps_auto`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ipv2.core.errors import InputError
+from ipv2.inference.steps_auto import choose_for_model, one_pass, read_curve
 from ipv2.purification.modules import as_module
 
 INTENDED_USE = "research use; not a medical device"
@@ -80,7 +83,6 @@ def card_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
     metrics = _dict(meta.get("metrics"))
     weights = _dict(meta.get("weights"))
     modules = purification.get("modules") or []
-    steps = params.get("steps")
     rows = [
         ("Model", f"{meta.get('arch')} network, {scheme.get('name')} scheme"),
         ("Role", str(meta.get("role") or "denoiser")),
@@ -91,7 +93,7 @@ def card_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
             + (_modules(modules) if modules else "none"),
         ),
         ("HU window", f"[{window[0]}, {window[1]}]"),
-        ("Steps", f"{steps} network call{'s' if steps != 1 else ''} per slice" if steps else "?"),
+        *_steps_rows(meta, params.get("steps")),
         (
             "Training",
             f"epoch {meta.get('epoch')}, step {meta.get('step')}, "
@@ -110,6 +112,28 @@ def card_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
         size = int(weights.get("bytes") or 0)
         rows.append(("Weights", f"{size / 2**20:.1f} MiB, SHA-256 {weights['sha256']}"))
     return rows
+
+
+def _steps_rows(meta: Mapping[str, Any], steps: Any) -> list[tuple[str, str]]:
+    """The configured steps, what ``--steps auto`` takes, and the measured curve."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        return [("Steps", "?")]
+    calls = f"{steps} network call{'s' if steps != 1 else ''} per slice"
+    if one_pass(meta):
+        return [("Steps", f"{calls} (a one-pass model)")]
+    curve, problem = read_curve(meta)
+    if curve is None:
+        return [("Steps", f"{calls} as configured; --steps auto uses them too, since {problem}")]
+    choice = choose_for_model(meta, "auto", configured=steps)
+    where = curve.where()
+    return [
+        ("Steps", f"{calls} as configured; --steps auto takes {choice.count}, {choice.reason}"),
+        (
+            "Steps curve",
+            f"validation RMSE and time per slice by steps: {curve.describe()}"
+            + (f" ({where})" if where else ""),
+        ),
+    ]
 
 
 def _dict(value: Any) -> dict[str, Any]:

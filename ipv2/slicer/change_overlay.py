@@ -5,9 +5,11 @@ more than remove noise. :func:`show_change_map` computes the engine's change map
 (:mod:`ipv2.metrics.change_map`) from the input and denoised volume nodes, puts the
 flagged voxels into a label map node (orange: brighter than the input, blue: darker,
 e.g. a removed nodule) and the difference into a scalar volume node, and shows the
-labels over the denoised volume in every slice view. Re-running it updates the same
-nodes, so toggling the panel's checkbox never piles up nodes. No Qt: the panel calls it
-and shows :attr:`ChangeOverlay.summary`.
+labels over the denoised volume: in the slice views that already show it (the panel's
+side-by-side comparison keeps its uLDCT and NDCT views), else in every view. Re-running
+it updates the same nodes, so toggling the panel's checkbox never piles up nodes. No Qt:
+the panel calls it (through :mod:`ipv2.slicer.change_map_step`) and shows
+:attr:`ChangeOverlay.summary`.
 """
 
 from __future__ import annotations
@@ -79,14 +81,25 @@ def _fill_label_node(node: Any, labels: npt.NDArray[np.uint8], geometry_from: An
     node.SetAndObserveImageData(image)
 
 
-def _show_in_slice_views(scene: Any, denoised: Any, labels: Any) -> None:
-    """Denoised volume as background, the change labels over it, in every slice view."""
+def show_in_slice_views(scene: Any, denoised: Any, labels: Any) -> None:
+    """The change labels over the denoised volume: in the views whose background it is
+    already (e.g. the third view of the comparison), else in every view as background."""
     composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        comp = composites.GetItemAsObject(i)
+    views = [composites.GetItemAsObject(i) for i in range(composites.GetNumberOfItems())]
+    showing = [c for c in views if c.GetBackgroundVolumeID() == denoised.GetID()]
+    for comp in showing or views:
         comp.SetBackgroundVolumeID(denoised.GetID())
         comp.SetLabelVolumeID(labels.GetID())
         comp.SetLabelOpacity(LABEL_OPACITY)
+
+
+def hide_in_slice_views(scene: Any, labels: Any) -> None:
+    """Take the change labels out of every view that shows them (the nodes stay)."""
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        comp = composites.GetItemAsObject(i)
+        if comp.GetLabelVolumeID() == labels.GetID():
+            comp.SetLabelVolumeID(None)
 
 
 def show_change_map(
@@ -134,5 +147,5 @@ def show_change_map(
         scene,
         node=difference_node,
     )
-    _show_in_slice_views(scene, denoised_node, label_node)
+    show_in_slice_views(scene, denoised_node, label_node)
     return ChangeOverlay(labels=label_node, difference=difference_node, regions=figures)

@@ -13,10 +13,13 @@ from typing import Any
 
 from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
+from ipv2.slicer.change_map_step import update_change_map
+from ipv2.slicer.denoise_run import RunOutcome, conclude_denoise
 from ipv2.slicer.dependencies import install_dependencies
 from ipv2.slicer.model_picker import ModelChoice, describe_model, install_model, model_choices
 from ipv2.slicer.nodes import output_name, scene_or_default
 from ipv2.slicer.paths import optional_path, path_text
+from ipv2.slicer.steps_estimate import steps_estimate_text
 
 FUSION_LABELS = {
     "ipv1-input": "IPv1 training input",
@@ -118,6 +121,18 @@ class DenoiseLogicMixin:
             )
 
     @staticmethod
+    def stepsEstimate(p: Any) -> str:
+        """The steps the run will take (auto from the model's steps curve unless the Steps
+        box says otherwise) and the time the curve predicts for the uLDCT series."""
+        return steps_estimate_text(p.modelPath, p.steps, p.uldctVolume)
+
+    @staticmethod
+    def showChangeMap(p: Any, enabled: bool | None = None, scene: Any = None) -> str:
+        """Show or hide the last result's change map (``enabled`` defaults to
+        ``p.changeMap``); its one-line summary for the panel ('' without a panel node)."""
+        return update_change_map(p, scene, enabled=enabled) if p is not None else ""
+
+    @staticmethod
     def modelChoices(store: str | None = None) -> list[ModelChoice]:
         """The model selector's entries: the store's models, then "Choose folder..."."""
         return model_choices(store)
@@ -146,6 +161,15 @@ class DenoiseLogicMixin:
         )
 
     @staticmethod
+    def pollDenoise(run: workflows.DenoiseRun) -> list[str]:
+        """The messages of the log and error events the job sent since the last poll."""
+        return [
+            str(event.get("message", ""))
+            for event in run.job.poll()
+            if event.get("event") in ("log", "error")
+        ]
+
+    @staticmethod
     def cancelDenoise(run: workflows.DenoiseRun) -> None:
         run.job.cancel(grace=10.0)
 
@@ -156,3 +180,7 @@ class DenoiseLogicMixin:
     @staticmethod
     def finishDenoise(run: workflows.DenoiseRun, scene: Any = None) -> Any:
         return workflows.finish_denoise(run, scene)
+
+    def concludeDenoise(self, p: Any, run: workflows.DenoiseRun, cancelled: bool) -> RunOutcome:
+        """A stopped run's node, or the log line (cancel) or dialog text (failure) instead."""
+        return conclude_denoise(self, p, run, cancelled=cancelled)

@@ -14,7 +14,8 @@ What the user leaves unset is sized to the device (:mod:`ipv2.training.budget`):
 validation's slices and interval from measured step and slice times, checkpoints by the
 clock. Validation reports each slice and stops at a stop request like training does, and
 the run ends with the folders it leaves and the command that continues it
-(:mod:`ipv2.training.summary`).
+(:mod:`ipv2.training.summary`). A finished run of a sampled scheme first measures its
+steps curve (:mod:`ipv2.training.steps_curve`) into the final model's ``model.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ipv2.data.training_pairs import (
     read_dataset_info,
 )
 from ipv2.inference.model_card import training_card
+from ipv2.inference.steps_auto import read_curve
 from ipv2.io.atomic import check_new_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_train_state, model_metadata, recover, write_checkpoint
 from ipv2.models.common import Network
@@ -62,6 +64,7 @@ from ipv2.training.dist import DistContext
 from ipv2.training.ema import EMA
 from ipv2.training.simulated_pairs import dataset_pixel_mm, make_simulator
 from ipv2.training.state import capture, restore
+from ipv2.training.steps_curve import curve_record, has_steps, measure_steps_curve
 from ipv2.training.summary import RunEnd
 from ipv2.training.tee import TeeReporter
 from ipv2.training.validate import (
@@ -176,6 +179,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.counters = Counters()
         self.last_metrics: dict[str, float] = {}
+        self.steps_curve: dict[str, Any] = {}  # measured at the end; only final/ carries it
         self.cadence = CheckpointCadence(
             every_epochs=cfg.checkpoint_every,
             every_steps=cfg.checkpoint_every_steps,
@@ -345,6 +349,7 @@ class Trainer:
                 "data_root": str(Path(cfg.data).resolve()),
                 "config": cfg.to_json(),
                 "card": training_card(cfg.data, self.info.manifest, train_kinds=self.train_kinds),
+                **self.steps_curve,
             },
         )
 
@@ -538,8 +543,17 @@ class Trainer:
         if reason is not None:
             result.update(status="stopped", reason=reason, resume=str(self.output))
         else:
-            final = self._save_named("final") if self.ctx.main else self.output / "final"
+            if self.ctx.main:
+                self._measure_steps_curve()
+                final = self._save_named("final")
+            else:
+                final = self.output / "final"
             result.update(status="ok", checkpoint=str(final))
+            if self.steps_curve:
+                result.update(
+                    steps_curve=self.steps_curve["steps_curve"],
+                    steps_auto=self.steps_curve["steps_auto"],
+                )
         found = periodic_checkpoints(self.output)
         end = RunEnd(
             output=self.output,
@@ -683,6 +697,61 @@ class Trainer:
             c.best_mae = metrics["mae_hu"]
             self._save_named("best")
 
+    def _measure_steps_curve(self) -> None:
+        """Validation RMSE and time per slice at 1, 2, 4 and K steps, for ``--steps auto``.
+
+        On the validation slices and count training validates with; skipped (with a log
+        line) without a validation split, and abandoned at a stop request, so the final
+        model is still saved at once (it then keeps its configured steps).
+        """
+        if not has_steps(self.scheme):
+            return
+        if self.val is None:
+            self.events.log(
+                "steps curve not measured: no validation (--val-every 0 or no val split); "
+                "denoising will use the configured steps"
+            )
+            return
+        cfg = self.cfg
+        if self.val_plan is not None:
+            limit = self.val_plan.slices
+        else:
+            limit = MAX_SLICES if cfg.val_limit is None else cfg.val_limit
+        indices = validation_indices(len(self.val), limit)
+        model = cast(Network, self.ema.model) if self.ema is not None else self.model
+        epoch = self.counters.epoch
+
+        def report(done: int, total: int) -> None:
+            self.events.progress("steps-curve", done, total, epoch=epoch, parent="train")
+
+        began = time.monotonic()
+        with StopRequest() as stop:
+            try:
+                points = measure_steps_curve(
+                    self.validator,
+                    model,
+                    self.scheme,
+                    indices=indices,
+                    on_slice=report,
+                    should_stop=lambda: stop.requested,
+                )
+            except ValidationStopped:
+                self.events.log("steps curve abandoned (stop requested); final model saved")
+                return
+        self.steps_curve = curve_record(
+            points,
+            device=_device_name(self.ctx.device),
+            slice_shape=self.val.shape,
+            slices=len(indices),
+        )
+        curve, _ = read_curve(self.steps_curve)
+        if curve is not None:
+            self.events.log(
+                f"steps curve ({curve.where()}; validation RMSE, time per slice) "
+                f"{curve.describe()}; --steps auto will use {self.steps_curve['steps_auto']} "
+                f"(measured in {time.monotonic() - began:.0f} s)"
+            )
+
     def _plan(self, slice_seconds: float) -> ValidationPlan:
         """Size what the user left unset from this invocation's measured costs."""
         cfg = self.cfg
@@ -698,6 +767,14 @@ class Trainer:
             limit=cfg.val_limit,
             epochs_left=run_epochs - self.counters.epoch,
         )
+
+
+def _device_name(device: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H200)': what the curve's times were measured on."""
+    if device.type == "cuda":
+        with contextlib.suppress(RuntimeError, AssertionError):
+            return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 class _Clock:

@@ -68,9 +68,16 @@ class Validator:
         self.seed = seed
         self.low_transform = low_transform
 
-    @torch.no_grad()
     def slice_metrics(self, model: Network, scheme: Scheme, index: int) -> dict[str, float]:
         """Sample slice ``index`` from its low-dose input and score it against its label."""
+        pred, label = self.predict(model, scheme, index)
+        return _slice_metrics(pred, label, self.window)
+
+    @torch.no_grad()
+    def predict(
+        self, model: Network, scheme: Scheme, index: int, *, steps: int | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Slice ``index`` sampled with ``steps`` (default: the scheme's) and its label, in HU."""
         model.eval()
         low_hu, label_hu, cond_hu = self.pairs.slices(index)
         if self.low_transform is not None:
@@ -90,9 +97,9 @@ class Validator:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            out = scheme.sample(model, low, cond=cond)
+            out = scheme.sample(model, low, steps, cond=cond)
         pred = window.from_unit(out[0, 0, :h, :w].float().cpu().numpy())
-        return _slice_metrics(pred, label_hu[0], window)
+        return np.asarray(pred, dtype=np.float32), np.asarray(label_hu[0], dtype=np.float32)
 
     def run(
         self,
