@@ -129,3 +129,44 @@ def test_bounds_count_matches_the_authors_ffm() -> None:
 
     params = {"in_channels": 3, "base": 64, "mults": [1, 2, 4, 8], "dropout": 0.1}
     assert round(parameter_count(FFM, params) / 1e6, 2) == 39.52
+
+
+def _perturbed_ffm(**extra: object) -> FFM:
+    """A tiny FFM whose norms and biases are not at their initial values (as after training),
+    so that every folded term of the CPU inference form carries weight."""
+    torch.manual_seed(1)
+    model = tiny("ffm", **extra)
+    assert isinstance(model, FFM)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 64, 64), (2, 32, 96)])
+def test_ffm_cpu_inference_form_equals_the_plain_form(batch: int, height: int, width: int) -> None:
+    model = _perturbed_ffm()
+    x = torch.randn(batch, 1, height, width)
+    with torch.no_grad():
+        fast = call(model.set_fast(True), x)
+        plain = call(model.set_fast(False), x)
+    assert fast.is_contiguous()
+    scale = float(plain.abs().max())
+    assert float((fast - plain).abs().max()) <= 1e-4 * scale
+    # A real difference (one mixer's phase MLP changed) is far beyond that tolerance.
+    mixer = next(m for m in model.modules() if isinstance(m, FrequencyMixer))
+    with torch.no_grad():
+        mixer.phase[0].bias.add_(1.0)
+        changed = call(model.set_fast(True), x)
+    assert float((changed - plain).abs().max()) > 1e-2 * scale
+
+
+def test_ffm_training_and_gradients_use_the_plain_form() -> None:
+    model = _perturbed_ffm()
+    x = torch.randn(1, 1, 64, 64)
+    plain = call(model.set_fast(False), x)  # gradients enabled: the plain form either way
+    same = call(model.set_fast(True), x)
+    assert torch.equal(plain, same)
+    same.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

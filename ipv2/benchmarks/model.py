@@ -3,6 +3,11 @@
 Figures, never assertions: FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``
 (convolutions and matmuls; FFTs are not counted), times are medians over repeats after
 a warm-up, on the current device (``--device``), batch 1, no gradients.
+
+FFM is measured twice on the CPU, side by side on the same weights and inputs: ``ffm``
+(the engine's CPU inference form, :mod:`ipv2.models.ffm_fast`) and ``ffm-plain`` (the
+network computed as method.md writes it, as the authors' code does), with the time ratio
+and the largest output difference, so a speed-up is only ever reported at equal output.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ipv2.core.devices import add_device_option, resolve_device
 from ipv2.core.events import Reporter
+from ipv2.models.ffm import FFM
 from ipv2.models.registry import MODELS, build
 from ipv2.schemes.registry import make_scheme
 
@@ -81,6 +87,25 @@ def _train_rate(device: torch.device, steps: int, base: int | None) -> float:
     return 2 * steps / (time.perf_counter() - t0)
 
 
+def _plain_row(
+    model: FFM, sizes: list[int], repeats: int, fast_row: dict[str, object], *, device: torch.device
+) -> dict[str, object]:
+    """The same FFM in its plain form: times, fast/plain ratio, largest output difference."""
+    row: dict[str, object] = {"model": "ffm-plain", "params_m": fast_row["params_m"]}
+    for size in sizes:
+        inputs = _inputs(model, size, 1, device=device)
+        with torch.no_grad():
+            fast_out = model.set_fast(True)(*inputs)
+            plain_out = model.set_fast(False)(*inputs)
+        row[f"gflop_{size}"] = fast_row[f"gflop_{size}"]
+        row[f"ms_{size}"] = round(_time_forward(model, inputs, repeats, device=device), 2)
+        ratio = float(fast_row[f"ms_{size}"]) / max(float(row[f"ms_{size}"]), 1e-9)  # type: ignore[arg-type]
+        fast_row[f"vs_plain_{size}"] = round(ratio, 3)
+        fast_row[f"max_diff_{size}"] = float((fast_out - plain_out).abs().max())
+    model.set_fast(True)
+    return row
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     device = resolve_device(args.device)
     rows = []
@@ -97,6 +122,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             row[f"gflop_{size}"] = round(counter.get_total_flops() / 1e9, 2)
             row[f"ms_{size}"] = round(_time_forward(model, inputs, args.repeats, device=device), 2)
         rows.append(row)
+        if isinstance(model, FFM) and device.type == "cpu":
+            rows.append(_plain_row(model, args.sizes, args.repeats, row, device=device))
     rate = (
         _train_rate(device, args.train_steps, args.base)
         if "ffm" in args.models and args.train_steps
@@ -114,6 +141,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     for r in rows:
         cells = "".join(f" {r[f'gflop_{s}']:>11} {r[f'ms_{s}']:>9}" for s in args.sizes)
         print(f"{r['model']:<10} {r['params_m']:>7}M{cells}")
+    for r in rows:
+        if any(f"vs_plain_{s}" in r for s in args.sizes):
+            ratios = ", ".join(
+                f"{s} px {r[f'vs_plain_{s}']}x (max |diff| {r[f'max_diff_{s}']:.1e})"
+                for s in args.sizes
+            )
+            print(f"ffm time / ffm-plain time: {ratios}")
     if rate:
         print(f"FFM training at 128 px, batch 2: {rate:.2f} images/s")
     reporter.done(status="ok", device=str(device), rows=rows, ffm_train_images_per_s=round(rate, 3))
