@@ -14,6 +14,7 @@ from ipv2.data.format import assign_splits, load_split, read_manifest, split_siz
 from ipv2.io.png_layout import write_png_pair
 from ipv2.io.volumes import write_volume
 from ipv2.phantom import make_phantom
+from ipv2.purification.masks import purification_masks
 from ipv2.purification.recipe import Recipe
 
 
@@ -62,7 +63,7 @@ def test_ipv2_without_weak_denoiser_builds_the_rest(png_source: Path, tmp_path: 
     manifest = build_dataset(png_source, tmp_path / "ds", BuildConfig(recipe=Recipe()))
     assert manifest["modules"] == [1, 2]
     assert {"input", "sim", "label", "lung", "ndct"} <= set(manifest["kinds"])
-    assert manifest["parameters"]["formulas"]["label"] == "L*U + (1-L)*N"
+    assert manifest["parameters"]["formulas"]["label"] == "(L|B)*U + (1-(L|B))*N"
     texts = manifest["warnings"] + [w for c in manifest["cases"] for w in c["warnings"]]
     said = " ".join(texts)
     assert said.count("Module 3") == 1 and said.count("--weak-denoiser WEAK") == 1
@@ -95,6 +96,9 @@ def test_build_from_manifest_with_precomputed_sources(tmp_path: Path) -> None:
     inp = np.load(out / split / "input" / "case0.npy")
     sim = np.load(out / split / "sim" / "case0.npy")
     u = np.load(out / split / "uldct" / "case0.npy")
+    # Module 1's region: the stored lung mask plus the band where the outline moved.
+    n = np.load(out / split / "ndct" / "case0.npy")
+    lung |= purification_masks(u, n).outline_band
     assert np.array_equal(inp[lung], sim[lung]) and np.array_equal(inp[~lung], u[~lung])
 
 

@@ -110,7 +110,8 @@ def test_ablation_regions(strategy: str, modules: set[int], region_name: str) ->
     t = 0.25
     recipe = Recipe(strategy=strategy, modules=frozenset(modules), t=t)  # type: ignore[arg-type]
     masks = purification_masks(u, n, recipe.masks)
-    r = masks.lung if region_name == "lung" else masks.common
+    # Module 1's region: L plus the band where only one image shows background.
+    r = masks.lung | masks.outline_band if region_name == "lung" else masks.common
     assert r.any() and (~r).any()
     inp = training_input(recipe, masks, u, n=n, s=s)
     lab = evaluation_label(recipe, masks, u, n=n, w=w)
@@ -207,3 +208,31 @@ def test_modules_by_name_and_number() -> None:
     ]
     with pytest.raises(InputError, match="unknown IPv2 module"):
         parse_modules("denoise")
+
+
+def test_module_1_fuses_the_band_where_the_body_outline_moved() -> None:
+    """Issue 14: where N shows air and U shows the body (the outline moved between the
+    scans), an IPv2 pair must agree with N: input S, label from U's side (W or U).
+
+    The paper's literal L leaves the band to U (input) and N (label): tissue in, air out,
+    which taught the network to darken the body's rim.
+    """
+    case = make_phantom(size=64, slices=2, seed=3)
+    u, n = case.uldct.array, case.ndct.array
+    s, w = n + 1000.0, u - 1000.0
+    aligned = Recipe(strategy="ipv2")
+    literal = Recipe(strategy="ipv2", align_outline=False)
+    masks = purification_masks(u, n, aligned.masks)
+    band = masks.outline_band
+    rim = band & masks.n.background & ~masks.u.background  # air in N, tissue in U
+    assert rim.sum() > 20  # the phantom's chest wall expands between the phases
+    inp = training_input(aligned, masks, u, n=n, s=s)
+    old = training_input(literal, masks, u, n=n, s=s)
+    assert np.array_equal(inp[rim], s[rim]) and np.array_equal(old[rim], u[rim])
+    label = evaluation_label(aligned, masks, u, n=n, w=w)
+    assert np.array_equal(label[rim], w[rim])
+    # Outside L and the band nothing changes.
+    rest = ~(masks.lung | band)
+    assert np.array_equal(inp[rest], old[rest])
+    assert aligned.describe()["input"] == "(L|B)*S + (1-(L|B))*U"
+    assert aligned.to_json()["align_outline"] is True

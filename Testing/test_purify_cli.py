@@ -14,6 +14,7 @@ from ipv2.core.volume import Volume
 from ipv2.io.png_layout import write_png_pair
 from ipv2.io.volumes import read_volume, write_volume
 from ipv2.phantom import make_phantom
+from ipv2.purification.masks import purification_masks
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_purify_ipv2_with_weak_and_missing_simulator(
         == 0
     )
     report = json.loads((out / "report.json").read_text())
-    assert report["recipe"]["formulas"]["label"] == "L*W + (1-L)*N"
+    assert report["recipe"]["formulas"]["label"] == "(L|B)*W + (1-(L|B))*N"
     # Module 2 without --simulated: the simulator is used if installed, else a clear error
     out2 = tmp_path / "b"
     status = main([*base, "--modules", "1,2", "--out-dir", str(out2), "--quiet"])
@@ -190,7 +191,11 @@ def test_purify_applies_a_weak_denoiser_checkpoint(
     masks = read_volume(out / "masks.nrrd").array
     u, n = read_volume(pair_files["U"]), read_volume(pair_files["N"])
     w = denoise_volume(u, load_checkpoint(weak))[0].array
-    lung = masks == 2
+    # Module 1's region: the lungs plus the band where the body outline moved.
+    band = purification_masks(u.array, n.array).outline_band
+    lung = (masks == 2) | band
+    report = json.loads((out / "report.json").read_text())
+    assert report["outline_band_fraction"] == pytest.approx(list(band.mean(axis=(1, 2))))
     np.testing.assert_allclose(label[lung], w[lung], atol=1e-3)
     np.testing.assert_allclose(label[~lung], n.array[~lung], atol=1e-3)
     np.testing.assert_allclose(read_volume(out / "weak.nrrd").array, w, atol=1e-3)
@@ -212,7 +217,7 @@ def test_purify_defaults_without_a_weak_denoiser_run_modules_1_2_with_one_note(
     assert main([*args, "--out-dir", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["recipe"]["modules"] == [1, 2]
-    assert report["recipe"]["formulas"]["label"] == "L*U + (1-L)*N"
+    assert report["recipe"]["formulas"]["label"] == "(L|B)*U + (1-(L|B))*N"
     assert (out / "eval_label.nrrd").exists() and (out / "train_input.nrrd").exists()
     err = capsys.readouterr().err
     assert err.count("Module 3") == 1 and err.count("--weak-denoiser WEAK") == 1

@@ -78,7 +78,13 @@ class StageClock:
         self._t0 = now
 
 
-def _write_phantoms(config: DemoConfig, root: Path, reporter: Reporter) -> list[PhantomCase]:
+def write_phantoms(config: DemoConfig, root: Path, reporter: Reporter) -> list[PhantomCase]:
+    """The demo's phantom patients and their ``pairs.csv`` in ``root`` (created here).
+
+    The last case is the test patient, the one before it validates; the ablation
+    (``ipv2.benchmarks.ablation``) uses the same patients.
+    """
+    root.mkdir(parents=True, exist_ok=True)
     cases = []
     rows = []
     for i in range(config.cases):
@@ -105,15 +111,18 @@ def _write_phantoms(config: DemoConfig, root: Path, reporter: Reporter) -> list[
     return cases
 
 
-def _train(
+def train_demo_ffm(
     config: DemoConfig,
     data: Path,
     out: Path,
-    reporter: Reporter,
     *,
-    steps: int,
-    weak_denoiser: bool,
+    reporter: Reporter,
+    steps: int | None = None,
+    weak_denoiser: bool = False,
+    train_kinds: tuple[str, str] | None = None,
 ) -> Path:
+    """The demo's FFM (or weak denoiser) on ``data`` with the demo's budget; its checkpoint."""
+    steps = config.steps if steps is None else steps
     cfg = TrainConfig(
         data=str(data),
         output=str(out),
@@ -132,6 +141,7 @@ def _train(
         threads=config.threads,
         weak_denoiser=weak_denoiser,
         log_every=max(1, steps // 20),
+        train_kinds=list(train_kinds) if train_kinds else [],
     )
     result = train(cfg, reporter)
     found = result.get("checkpoint") or latest_checkpoint(out)
@@ -153,7 +163,7 @@ def run_demo(
     with atomic_output_dir(out_dir) as root:
         data = root / "phantom"
         data.mkdir()
-        cases = _write_phantoms(config, data, rep)
+        cases = write_phantoms(config, data, rep)
         clock.lap("phantom")
         ipv2_recipe = Recipe.for_strategy("ipv2", ALL_MODULES)
         rep.log(
@@ -165,11 +175,11 @@ def run_demo(
         build_dataset(data / "pairs.csv", root / "dataset-ipv2-sim", stage1, reporter=rep)
         clock.lap("simulation")
         rep.log("training the weak denoiser (Module 3) on (sim(N), N)")
-        weak = _train(
+        weak = train_demo_ffm(
             config,
             root / "dataset-ipv2-sim",
             root / "weak-denoiser",
-            rep,
+            reporter=rep,
             steps=config.weak_steps,
             weak_denoiser=True,
         )
@@ -196,11 +206,11 @@ def run_demo(
             rep.log(
                 f"training FFM on the {name.replace('ipv', 'IPv')} dataset ({config.steps} steps)"
             )
-            models[name] = _train(
+            models[name] = train_demo_ffm(
                 config,
                 root / f"dataset-{name}",
                 root / f"model-{name}",
-                rep,
+                reporter=rep,
                 steps=config.steps,
                 weak_denoiser=False,
             )
@@ -241,16 +251,19 @@ def _test_labels(root: Path, manifests: dict[str, dict[str, Any]]) -> dict[str, 
     return labels
 
 
+def measure_regions(test: PhantomCase, output: Any, window: HUWindow) -> dict[str, Any]:
+    """PSNR/SSIM and bias, RMSE and noise per truth region of ``output`` for the test case."""
+    regions = RegionMasks.from_regions(test.masks_ld)
+    return dict(reference_metrics(output, test.clean_ld.array, regions, window=window))
+
+
 def _measure(
     test: PhantomCase, outputs: dict[str, Volume], labels: dict[str, Any], *, window: HUWindow
 ) -> dict[str, Any]:
     regions = RegionMasks.from_regions(test.masks_ld)
-    truth = test.clean_ld.array
-    rows: dict[str, Any] = {
-        "uldct (input)": reference_metrics(test.uldct.array, truth, regions, window=window)
-    }
+    rows: dict[str, Any] = {"uldct (input)": measure_regions(test, test.uldct.array, window)}
     for name, out in outputs.items():
-        row: dict[str, Any] = dict(reference_metrics(out.array, truth, regions, window=window))
+        row: dict[str, Any] = measure_regions(test, out.array, window)
         for label_name, label in labels.items():
             vs = reference_metrics(
                 out.array, label, regions, window=window, metrics=("psnr", "ssim")

@@ -120,8 +120,17 @@ def feather(mask: BoolArray, sigma_px: float) -> Weight:
 
 
 def region(recipe: Recipe, masks: MaskSet) -> Weight:
-    """The blend weight: ``L`` with Module 1, else ``common(U, N)``; feathered if asked."""
-    base = masks.lung if recipe.removes_background else masks.common
+    """The blend weight: ``L`` with Module 1, else ``common(U, N)``; feathered if asked.
+
+    With Module 1 the outline band (background in one image only) joins ``L`` unless the
+    recipe asks for the paper's literal mask: see ``MaskSet.outline_band``.
+    """
+    if not recipe.removes_background:
+        base = masks.common
+    elif recipe.align_outline:
+        base = masks.lung | masks.outline_band
+    else:
+        base = masks.lung
     return feather(base, recipe.feather_px)
 
 

@@ -114,6 +114,22 @@ class MaskSet:
             return self.removed
         return np.asarray(self.u.background & self.n.background)
 
+    @functools.cached_property
+    def outline_band(self) -> BoolArray:
+        """Background in exactly one of the two images: where the body outline moved.
+
+        U and N are separate scans (another breathing phase, a shifted patient), so the
+        body outline differs by a few pixels. There one image shows air and the other
+        tissue; a training pair that takes the input from U and the label from N there
+        teaches the network to erase (or grow) the outer rim of the body (issue 14: a dark
+        rim and a -31 HU body bias on the phantom). Module 1 fuses this band like the
+        lungs, so input and label follow N's outline there. Empty for the reference
+        variant, which reproduces the published script (its fill removes the union).
+        """
+        if self.removed is not None:
+            return np.zeros_like(self.removed)
+        return np.asarray(self.u.background ^ self.n.background)
+
     def label_map(self) -> npt.NDArray[np.uint8]:
         """0 background (and anything outside the body, e.g. the table), 1 body, 2 lung."""
         out = self.body.astype(np.uint8)

@@ -41,8 +41,7 @@ MISSING_W = (
 )
 
 WEAK_DENOISER_COMMAND = (
-    "ipv2 train --weak-denoiser --scheme regression --data DATASET --output WEAK, then pass "
-    "--weak-denoiser WEAK/final"
+    "ipv2 train --weak-denoiser --data DATASET --output WEAK, then pass --weak-denoiser WEAK/final"
 )
 
 
@@ -155,6 +154,12 @@ def purify_pair(
         "padding": {"U": pad_u.summary(), "N": pad_n.summary()},
         "lung_fraction": masks.lung_fraction(),
         "background_fraction": masks.background_fraction(),
+        # Where only one image shows background (the body outline moved): fused with L.
+        "outline_band_fraction": (
+            [float(v) for v in masks.outline_band.mean(axis=(1, 2))]
+            if recipe.removes_background and recipe.align_outline
+            else None
+        ),
         "sources": dict(sources),
         "warnings": warnings,
     }

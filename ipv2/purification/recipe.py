@@ -29,6 +29,9 @@ class Recipe:
     t: float = DEFAULT_T
     feather_px: float = 0.0
     masks: MaskOptions = field(default_factory=MaskOptions)
+    # Module 1 also fuses the outline band (background in one image only), so the pair
+    # agrees on where the body ends; False is the paper's literal L (ablation, issue 14).
+    align_outline: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -67,10 +70,14 @@ class Recipe:
 
     def describe(self) -> dict[str, str]:
         """The formulas this recipe applies, for reports and manifests."""
-        r = "L" if self.removes_background else "M"
+        r = ("(L|B)" if self.align_outline else "L") if self.removes_background else "M"
         inp = f"{r}*S + (1-{r})*U" if self.needs_simulated else f"{r}*N + (1-{r})*((1-T)*U + T*N)"
         lab = f"{r}*W + (1-{r})*N" if self.needs_weak else f"{r}*U + (1-{r})*N"
-        where = "L = lung mask (background removed)" if r == "L" else "M = common(U, N)"
+        where = {
+            "L": "L = lung mask (background removed)",
+            "(L|B)": "L = lung mask (background removed), B = background in one image only",
+            "M": "M = common(U, N)",
+        }[r]
         return {"input": inp, "label": lab, "region": where}
 
     def to_json(self) -> dict[str, object]:
@@ -80,6 +87,7 @@ class Recipe:
             "module_names": [m.title for m in sorted(self.modules)],
             "T": self.t,
             "feather_px": self.feather_px,
+            "align_outline": self.align_outline if self.removes_background else None,
             "masks": self.masks.to_json(),
             "formulas": self.describe(),
         }
