@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate_cmd",
     "build-dataset": "build_dataset_cmd",
     "train": "train_cmd",
+    "distill": "distill_cmd",
     "denoise": "denoise_cmd",
     "evaluate": "evaluate_cmd",
     "demo": "demo_cmd",

@@ -16,6 +16,7 @@ TARGETS: dict[str, str] = {
     "simulate": "projector + FBP against scikit-image radon/iradon",
     "purify": "masks + fusion per 512 x 512 slice",
     "model": "parameters, GFLOP and ms per forward for each network",
+    "denoise": "a whole series through the denoising engine: time, memory, batch, steps",
     "mixer": "FFM's frequency mixer against a plain rewrite of its blocks",
     "preview": "IPv2Denoise live mask preview per 512 x 512 slice",
     "change-map": "how the change map's k and smoothing were chosen (phantom table)",

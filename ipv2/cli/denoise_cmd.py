@@ -117,20 +117,8 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _batch(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InputError(f"--batch-size must be a positive integer or auto, got {text!r}") from None
-    if value < 1:
-        raise InputError(f"--batch-size must be at least 1, got {value}")
-    return value
-
-
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from ipv2.core.devices import resolve_device
+    from ipv2.core.devices import parse_batch, resolve_device
     from ipv2.inference.denoise import (
         DenoiseOptions,
         check_denoise,
@@ -146,7 +134,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     options = DenoiseOptions(
         steps=parse_steps(args.steps),
         device=args.device,
-        batch_size=_batch(args.batch_size),
+        batch_size=parse_batch(args.batch_size),
         half=args.half,
         allow_long=args.allow_long,
     )

@@ -119,7 +119,7 @@ def register(sub: Any) -> None:
         dest="weak_denoiser",
         action="store_true",
         default=None,
-        help="Module 3: train the weak denoiser on (sim(N), N) with --scheme regression",
+        help="Module 3: train the weak denoiser on (sim(N), N) (one pass: the regression scheme)",
     )
     p.add_argument("--sim-dose", type=float, help="dose of on-the-fly sim(N) (default 0.02)")
     p.add_argument(

@@ -101,3 +101,16 @@ def apply_threads(requested: int | None) -> int:
     else:  # read by OpenCV when it is first imported
         os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
     return count
+
+
+def parse_batch(text: str) -> int | None:
+    """``--batch-size`` as typed: ``auto`` (None: the engine sizes it) or a positive count."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"--batch-size must be a positive integer or auto, got {text!r}") from None
+    if value < 1:
+        raise InputError(f"--batch-size must be at least 1, got {value}")
+    return value

@@ -9,7 +9,8 @@ model's author may edit before sharing, since ``model.json`` is not part of the 
 hash); :func:`card_text` renders the whole description for ``ipv2 models show`` and the
 IPv2Denoise panel, falling back to what older model files hold. Its "Steps" rows show
 the steps curve measured at the end of training and the steps ``--steps auto`` takes
-from it (:mod:`ipv2.inference.steps_auto`).
+from it (:mod:`ipv2.inference.steps_auto`). A student (``ipv2 distill``) also shows its
+teacher and the validation RMSE of both, since its speed is bought with some accuracy.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def card_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("Model", f"{meta.get('arch')} network, {scheme.get('name')} scheme"),
         ("Role", str(meta.get("role") or "denoiser")),
+        *_teacher_rows(meta),
         ("Trained on", str(card.get("trained_on") or _fallback_data(meta))),
         (
             "Purification",
@@ -134,6 +136,34 @@ def _steps_rows(meta: Mapping[str, Any], steps: Any) -> list[tuple[str, str]]:
             + (f" ({where})" if where else ""),
         ),
     ]
+
+
+def _teacher_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A student's teacher (``ipv2 distill``) and what distilling it cost, when recorded."""
+    teacher = _dict(meta.get("teacher"))
+    if not teacher:
+        return []
+    sha = str(teacher.get("sha256") or "?")[:16]
+    rows = [
+        (
+            "Teacher",
+            f"'{teacher.get('name')}' ({teacher.get('arch')} network, {teacher.get('scheme')} "
+            f"scheme, {teacher.get('steps')} steps), weights SHA-256 {sha}...",
+        )
+    ]
+    figures = _dict(meta.get("distill"))
+    if figures:
+        rows.append(
+            (
+                "Distillation",
+                f"validation RMSE {_number(figures.get('student_rmse_hu'))} HU in "
+                f"{figures.get('student_steps')} step(s) against the teacher's "
+                f"{_number(figures.get('teacher_rmse_hu'))} HU in {figures.get('teacher_steps')} "
+                f"steps ({figures.get('slices')} slices; "
+                f"{_number(figures.get('speedup'))}x faster per slice)",
+            )
+        )
+    return rows
 
 
 def _dict(value: Any) -> dict[str, Any]:

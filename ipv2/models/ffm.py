@@ -16,13 +16,16 @@ widths C/2, biases everywhere), base 64, multipliers 1, 2, 4, 8 and 3 channels g
 The low branch pools by 2 at the deepest level too, so FFM needs H and W divisible by
 twice the UNet's stride.
 
-Two forms of one function: without gradients on the CPU in float32 (inference there),
-the network runs on channels-last tensors and each mixer takes
-:func:`ipv2.models.ffm_fast.mixer_fast_forward` (same weights, same output up to float
-rounding, about 1.4x faster per forward; ``ipv2 bench model`` shows both side by side);
-everywhere else (training, CUDA, autocast) it runs :meth:`FrequencyMixer.plain_forward`,
-the computation as written above. ``fast = False`` on a network or a mixer forces the
-plain form.
+Two forms of one function. By default the network computes the mixer as written above
+(:meth:`FrequencyMixer.plain_forward`). ``FFM.set_fast(True)`` opts into a CPU
+inference form (float32, no gradients, no autocast): channels-last tensors and
+:func:`ipv2.models.ffm_fast.mixer_fast_forward`, same weights, faster per forward
+(``ipv2 bench model`` shows both side by side). It is opt-in because it is not
+batch-invariant: its other summation order moves rounding, and the phase branch
+(``atan2`` of spectrum bins with a negative real part and an imaginary part at zero)
+turns a rounding difference into a jump of 2*pi, so a slice can come out about 1 HU
+different with another batch size, where the plain form agrees to 0.01 HU
+(Testing/test_inference.py). Training, CUDA and autocast always run the plain form.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class FrequencyMixer(nn.Module):
         self.phase = _pointwise_mlp(channels)
         self.project = nn.Conv2d(2 * channels, channels, 1)
 
-    fast = True  # False: always the plain form (the side-by-side reference)
+    fast = False  # True: the opt-in CPU inference form (see the module docstring)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fast and fast_path_applies(x) and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
@@ -122,7 +125,7 @@ class FFM(UNet):
         self.stride = 2 ** len(mults)
 
     def set_fast(self, fast: bool) -> FFM:
-        """Choose the CPU inference form (True, default) or the plain one everywhere."""
+        """Opt into the CPU inference form (True) or back to the plain one (False, default)."""
         for module in self.modules():
             if isinstance(module, FrequencyMixer):
                 module.fast = fast

@@ -126,10 +126,10 @@ def _spatial(mixer: MixerLayers, x: Tensor) -> Tensor:
     # Nearest x2 upsampling and the concatenation in one copy: each low pixel fills a
     # 2 x 2 block of s's low channels.
     if is_channels_last(s):
-        blocks = s.permute(0, 2, 3, 1).view(b, height // 2, 2, width // 2, 2, c)
+        blocks = s.permute(0, 2, 3, 1).view((b, height // 2, 2, width // 2, 2, c))
         blocks[..., n_high:] = low.permute(0, 2, 3, 1)[:, :, None, :, None, :]
     else:
-        blocks = s.view(b, c, height // 2, 2, width // 2, 2)
+        blocks = s.view((b, c, height // 2, 2, width // 2, 2))
         blocks[:, n_high:] = low[:, :, :, None, :, None]
     dw = mixer.fuse_dw
     weight = dw.weight.clone()
@@ -143,7 +143,7 @@ def _fourier(mixer: MixerLayers, x: Tensor) -> Tensor:
     spec = torch.fft.rfft2(to_layout(x, False), norm="ortho")  # (B, C, H, W/2+1)
     half = spec.shape[-1]
     # Real and imaginary planes as (2, C, B*H*Wf), ready for the channel products.
-    planes = torch.view_as_real(spec).permute(4, 1, 0, 2, 3).contiguous().view(2, c, -1)
+    planes = torch.view_as_real(spec).permute((4, 1, 0, 2, 3)).contiguous().view(2, c, -1)
     polar_in = torch.empty_like(planes)
     torch.hypot(planes[0], planes[1], out=polar_in[0])
     torch.atan2(planes[1], planes[0], out=polar_in[1])
@@ -154,7 +154,7 @@ def _fourier(mixer: MixerLayers, x: Tensor) -> Tensor:
     mag_pha = torch.baddbmm(_stack_bias(second), _stack_weight(second, c), hidden)
     mag = mag_pha[0].view(c, b, height, half).permute(1, 0, 2, 3)
     pha = mag_pha[1].view(c, b, height, half).permute(1, 0, 2, 3)
-    rebuilt = torch.empty(b, c, height, half, 2, dtype=x.dtype, device=x.device)
+    rebuilt = torch.empty((b, c, height, half, 2), dtype=x.dtype, device=x.device)
     torch.mul(mag, torch.cos(pha), out=rebuilt[..., 0])
     torch.mul(mag, torch.sin(pha), out=rebuilt[..., 1])
     return torch.fft.irfft2(torch.view_as_complex(rebuilt), s=(height, width), norm="ortho")
