@@ -15,8 +15,9 @@ TCIA_DICOM = Path(
 # (Li P. et al., 2020, doi:10.7937/TCIA.2020.NNC2-0461), CC BY 4.0.
 TCIA_CREDIT = "TCIA Lung-PET-CT-Dx, Lung_Dx-A0001 (Li et al. 2020, CC BY 4.0)"
 
-# Tests share two cores with whatever else runs; keep torch from oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests share the cores with whatever else runs, and pytest-xdist runs one worker per
+# core (pyproject.toml): one thread per worker keeps torch from oversubscribing them.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(scope="session")

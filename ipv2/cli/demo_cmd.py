@@ -76,5 +76,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         f"IPv2 vs IPv1 residual noise: background {percent(comp['background_noise_reduction_ipv2_vs_ipv1'])} lower, "
         f"lungs {percent(comp['lung_noise_reduction_ipv2_vs_ipv1'])} lower"
     )
+    checks = comp.get("fidelity_checks") or []
+    failed = [c for c in checks if not c.get("passed")]
+    print(
+        f"fidelity checks of the IPv2-trained model: {len(checks) - len(failed)} of "
+        f"{len(checks)} pass" + "".join(f"\n  FAIL: {c['check']} ({c['measured']})" for c in failed)
+    )
     print(f"report: {args.out / 'report.html'} ({metrics['total_seconds']:.0f} s)")
     return 0

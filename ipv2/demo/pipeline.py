@@ -23,6 +23,7 @@ from ipv2.core.events import Reporter
 from ipv2.core.hu_window import HUWindow
 from ipv2.core.volume import Volume
 from ipv2.data.build import BuildConfig, build_dataset
+from ipv2.demo.checks import fidelity_checks
 from ipv2.inference.denoise import DenoiseOptions, denoise_volume
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_checkpoint
@@ -278,11 +279,14 @@ def _measure(
             return None
         return round(1.0 - float(b[key]) / float(a[key]), 4)
 
+    checks = fidelity_checks(rows["uldct (input)"], a, b)
     return {
         "truth": "noise-free low-dose-phase anatomy (clean_ld) of the test patient",
         "rows": rows,
         "comparison": {
             "background_noise_reduction_ipv2_vs_ipv1": reduction("noise_background_hu"),
             "lung_noise_reduction_ipv2_vs_ipv1": reduction("noise_lung_hu"),
+            "fidelity_checks": [c.to_json() for c in checks],
+            "fidelity_passed": all(c.passed for c in checks),
         },
     }

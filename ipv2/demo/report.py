@@ -216,6 +216,7 @@ lower, lungs {percent(comp["lung_noise_reduction_ipv2_vs_ipv1"])} lower.</p>
 region, noise its SD inside the eroded region; body excludes the lungs. A model should
 beat the input's RMSE in every region.</p>
 {regions}
+{_checks_list(comp.get("fidelity_checks") or [])}
 <h2>Test slice {k} (lung window W1500 L&minus;600)</h2>
 <p><img src="report.png" alt="uLDCT, NDCT, labels, model outputs and masks with zoomed patches"></p>
 <h2>Test slice {k}: soft-tissue window W400 L40 and output &minus; truth</h2>
@@ -254,3 +255,15 @@ def _region_table(rows: dict[str, Any]) -> str:
 def percent(value: float | None) -> str:
     """'42%' for a fraction, '–' when it could not be measured."""
     return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def _checks_list(checks: list[dict[str, Any]]) -> str:
+    """The fidelity checks (ipv2.demo.checks) as a list: each bar, its figure, pass or FAIL."""
+    if not checks:
+        return ""
+    items = "".join(
+        f"<li>{'pass' if c.get('passed') else '<b>FAIL</b>'}: {html.escape(str(c.get('check')))}"
+        f" ({html.escape(str(c.get('measured')))})</li>"
+        for c in checks
+    )
+    return f"<h2>Fidelity checks of the IPv2-trained model</h2><ul>{items}</ul>"
