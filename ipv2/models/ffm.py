@@ -16,16 +16,19 @@ widths C/2, biases everywhere), base 64, multipliers 1, 2, 4, 8 and 3 channels g
 The low branch pools by 2 at the deepest level too, so FFM needs H and W divisible by
 twice the UNet's stride.
 
-Two forms of one function. By default the network computes the mixer as written above
-(:meth:`FrequencyMixer.plain_forward`). ``FFM.set_fast(True)`` opts into a CPU
-inference form (float32, no gradients, no autocast): channels-last tensors and
-:func:`ipv2.models.ffm_fast.mixer_fast_forward`, same weights, faster per forward
-(``ipv2 bench model`` shows both side by side). It is opt-in because it is not
-batch-invariant: its other summation order moves rounding, and the phase branch
-(``atan2`` of spectrum bins with a negative real part and an imaginary part at zero)
-turns a rounding difference into a jump of 2*pi, so a slice can come out about 1 HU
-different with another batch size, where the plain form agrees to 0.01 HU
-(Testing/test_inference.py). Training, CUDA and autocast always run the plain form.
+Two forms of one function. :meth:`FrequencyMixer.plain_forward` computes the mixer as
+written above, as the authors' code does; training, gradients, CUDA and autocast always
+run it. CPU float32 inference without gradients runs a faster form by default
+(:mod:`ipv2.models.ffm_fast`: channels-last where it pays, folded projections, the
+Fourier branch on real planes; same weights), one image at a time. One image at a time
+because the network is not continuous everywhere: the phase branch takes ``atan2`` of
+each spectrum bin, which jumps by 2*pi where a bin's real part is negative and its
+imaginary part crosses zero, so at such a bin any change of summation order (another
+batch size, another library) moves the output by up to about 1 HU on a 32 px test slice
+(Testing/test_inference.py). Computed alone, a slice's arithmetic does not depend on its
+batch, and on two CPU cores batch 1 is also the fastest at 256 and 512 px
+(``ipv2 bench model``, ``ipv2 bench denoise``). ``FFM.set_fast(False)`` selects the
+plain form for inference too (``ipv2 bench model`` times both side by side).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class FrequencyMixer(nn.Module):
         self.phase = _pointwise_mlp(channels)
         self.project = nn.Conv2d(2 * channels, channels, 1)
 
-    fast = False  # True: the opt-in CPU inference form (see the module docstring)
+    fast = True  # CPU float32 inference runs the fast form (see the module docstring)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fast and fast_path_applies(x) and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
@@ -99,6 +102,13 @@ class FrequencyMixer(nn.Module):
         pha = self.phase(spec.angle().to(x.dtype)).float()
         f = torch.fft.irfft2(torch.polar(mag, pha), s=x.shape[-2:], norm="ortho").to(x.dtype)
         return x + self.project(torch.cat([s, f], dim=1))
+
+
+def _row(value: Tensor | None, i: int, batch: int) -> Tensor | None:
+    """Image ``i``'s entry of a per-image tensor; a shared (scalar) one as it is."""
+    if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != batch:
+        return value
+    return value[i : i + 1]
 
 
 class FFM(UNet):
@@ -125,13 +135,21 @@ class FFM(UNet):
         self.stride = 2 ** len(mults)
 
     def set_fast(self, fast: bool) -> FFM:
-        """Opt into the CPU inference form (True) or back to the plain one (False, default)."""
+        """The CPU inference form (True, the default) or the plain one (False)."""
         for module in self.modules():
             if isinstance(module, FrequencyMixer):
                 module.fast = fast
         return self
 
     def forward(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        if x.shape[0] > 1 and not self.training and fast_path_applies(x) and self._all_fast():
+            # One image at a time: see the module docstring (batch-invariant and faster).
+            return torch.cat(
+                [
+                    self.forward(x[i : i + 1], _row(t, i, x.shape[0]), _row(cond, i, x.shape[0]))
+                    for i in range(x.shape[0])
+                ]
+            )
         return super().forward(x, t, cond).contiguous()
 
     def body(self, x: Tensor, temb: Tensor) -> Tensor:
