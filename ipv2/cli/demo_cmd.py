@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--base", type=int, default=d.base, help=f"FFM base channels ({d.base})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything (0)")
+    p.add_argument(
+        "--distill",
+        action="store_true",
+        help="also distill the IPv2-trained model into a one-step student (ipv2 distill, "
+        "the same training budget) and check its per-region RMSE against its teacher's",
+    )
     add_threads_option(p)
     add_device_option(p)
     add_events_option(p)
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         seed=args.seed,
         device=args.device,
         threads=threads,
+        distill=args.distill,
     )
     metrics = run_demo(config, args.out, reporter)
     comp = metrics["comparison"]
@@ -82,5 +89,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         f"fidelity checks of the IPv2-trained model: {len(checks) - len(failed)} of "
         f"{len(checks)} pass" + "".join(f"\n  FAIL: {c['check']} ({c['measured']})" for c in failed)
     )
+    student = comp.get("student_checks")
+    if student is not None:
+        missed = [c for c in student if not c.get("passed")]
+        print(
+            f"one-step student vs its teacher: {len(student) - len(missed)} of {len(student)} "
+            "regions within 10% RMSE"
+            + "".join(f"\n  FAIL: {c['check']} ({c['measured']})" for c in missed)
+        )
     print(f"report: {args.out / 'report.html'} ({metrics['total_seconds']:.0f} s)")
     return 0

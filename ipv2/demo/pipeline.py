@@ -6,7 +6,8 @@
 3. Two datasets from the same pairs: IPv1, and IPv2 (Modules 1+2 for training inputs,
    1+3 for labels).
 4. The same small FFM trained on each with the same seed and step budget.
-5. Both models denoise the test patient's real uLDCT; the outputs are measured against
+5. With ``distill``: a one-step student of the IPv2-trained model (:mod:`ipv2.demo.student`).
+6. The models denoise the test patient's real uLDCT; the outputs are measured against
    the noise-free truth (and the labels), and the report is written.
 """
 
@@ -24,6 +25,7 @@ from ipv2.core.hu_window import HUWindow
 from ipv2.core.volume import Volume
 from ipv2.data.build import BuildConfig, build_dataset
 from ipv2.demo.checks import fidelity_checks
+from ipv2.demo.student import STUDENT_STEPS, distill_student, student_checks
 from ipv2.inference.denoise import DenoiseOptions, denoise_volume
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_checkpoint
@@ -35,6 +37,7 @@ from ipv2.purification.recipe import Recipe
 from ipv2.training import TrainConfig, latest_checkpoint, train
 
 STRATEGIES = ("ipv1", "ipv2")
+STUDENT = "ipv2-student"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class DemoConfig:
     device: str = "auto"
     threads: int = 0
     window: tuple[float, float] = (-1024.0, 1024.0)
+    distill: bool = False  # also distill the IPv2-trained model into a one-step student
 
     def check(self) -> None:
         if self.cases < 3:
@@ -216,12 +220,26 @@ def run_demo(
                 weak_denoiser=False,
             )
             clock.lap(f"train {name}")
+        steps = {name: config.sampler_steps for name in STRATEGIES}
+        distilled: dict[str, Any] | None = None
+        if config.distill:
+            rep.log(f"distilling the IPv2-trained model into a {STUDENT_STEPS}-step student")
+            models[STUDENT], distilled = distill_student(
+                config,
+                models["ipv2"],
+                root / "dataset-ipv2",
+                datasets["ipv2"],
+                root / "student-ipv2",
+                reporter=rep,
+            )
+            steps[STUDENT] = STUDENT_STEPS
+            clock.lap("distill")
         test = cases[-1]
         outputs: dict[str, Volume] = {}
-        options = DenoiseOptions(steps=config.sampler_steps, device=config.device)
-        for name in STRATEGIES:
+        for name in models:
             loaded = load_checkpoint(models[name])
-            rep.log(f"denoising the test patient with the {name.replace('ipv', 'IPv')} model")
+            options = DenoiseOptions(steps=steps[name], device=config.device)
+            rep.log(f"denoising the test patient with the {model_title(name)}")
             stage = f"demo: denoise ({name})"
 
             def progress(done: int, total: int, stage: str = stage) -> None:
@@ -231,6 +249,8 @@ def run_demo(
         clock.lap("denoise")
         labels = _test_labels(root, datasets)
         metrics = _measure(test, outputs, labels, window=window)
+        if distilled is not None:
+            metrics["distill_validation"] = distilled
         metrics["config"] = asdict(config)
         metrics["stage_seconds"] = clock.seconds
         metrics["total_seconds"] = round(sum(clock.seconds.values()), 1)
@@ -271,8 +291,8 @@ def _measure(
             )
             row[f"psnr_vs_{label_name}_label"] = vs["psnr"]
             row[f"ssim_vs_{label_name}_label"] = vs["ssim"]
-        rows[f"{name}-trained FFM"] = row
-    a, b = rows["ipv1-trained FFM"], rows["ipv2-trained FFM"]
+        rows[model_title(name)] = row
+    a, b = rows[model_title("ipv1")], rows[model_title("ipv2")]
 
     def reduction(key: str) -> float | None:
         if a.get(key) in (None, 0) or b.get(key) is None:
@@ -280,13 +300,25 @@ def _measure(
         return round(1.0 - float(b[key]) / float(a[key]), 4)
 
     checks = fidelity_checks(rows["uldct (input)"], a, b)
+    comparison: dict[str, Any] = {
+        "background_noise_reduction_ipv2_vs_ipv1": reduction("noise_background_hu"),
+        "lung_noise_reduction_ipv2_vs_ipv1": reduction("noise_lung_hu"),
+        "fidelity_checks": [c.to_json() for c in checks],
+        "fidelity_passed": all(c.passed for c in checks),
+    }
+    if STUDENT in outputs:
+        distilled = student_checks(b, rows[model_title(STUDENT)])
+        comparison["student_checks"] = [c.to_json() for c in distilled]
+        comparison["student_passed"] = all(c.passed for c in distilled)
     return {
         "truth": "noise-free low-dose-phase anatomy (clean_ld) of the test patient",
         "rows": rows,
-        "comparison": {
-            "background_noise_reduction_ipv2_vs_ipv1": reduction("noise_background_hu"),
-            "lung_noise_reduction_ipv2_vs_ipv1": reduction("noise_lung_hu"),
-            "fidelity_checks": [c.to_json() for c in checks],
-            "fidelity_passed": all(c.passed for c in checks),
-        },
+        "comparison": comparison,
     }
+
+
+def model_title(name: str) -> str:
+    """A model's name in the metrics rows, the report and the log."""
+    if name == STUDENT:
+        return f"ipv2 student ({STUDENT_STEPS} step)"
+    return f"{name}-trained FFM"

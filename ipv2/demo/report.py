@@ -82,7 +82,7 @@ def figure(
         if name in labels:
             columns.append((f"{name.replace('ipv', 'IPv')} label", _gray(labels[name][k])))
     for name, out in outputs.items():
-        columns.append((f"{name.replace('ipv', 'IPv')}-trained FFM", _gray(out.array[k])))
+        columns.append((_title(name), _gray(out.array[k])))
     n = case.uldct.shape[1]
     size = n * SCALE
     boxes = _boxes(case, k)
@@ -132,9 +132,7 @@ def difference_figure(case: PhantomCase, outputs: dict[str, Volume], *, k: int) 
     """
     truth = case.clean_ld.array[k]
     columns = [("uLDCT (input)", case.uldct.array[k])]
-    columns += [
-        (f"{name.replace('ipv', 'IPv')}-trained FFM", out.array[k]) for name, out in outputs.items()
-    ]
+    columns += [(_title(name), out.array[k]) for name, out in outputs.items()]
     columns.append(("truth", truth))
     size = case.uldct.shape[1] * SCALE
     title_h, gap = 22, 4
@@ -154,6 +152,12 @@ def difference_figure(case: PhantomCase, outputs: dict[str, Volume], *, k: int) 
         fill=(235, 235, 235),
     )
     return canvas
+
+
+def _title(name: str) -> str:
+    from ipv2.demo.pipeline import model_title
+
+    return model_title(name).replace("ipv", "IPv")
 
 
 def _best_slice(case: PhantomCase) -> int:
@@ -217,6 +221,7 @@ region, noise its SD inside the eroded region; body excludes the lungs. A model 
 beat the input's RMSE in every region.</p>
 {regions}
 {_checks_list(comp.get("fidelity_checks") or [])}
+{_checks_list(comp.get("student_checks") or [], "Checks of the one-step student against its teacher (the IPv2-trained model)")}
 <h2>Test slice {k} (lung window W1500 L&minus;600)</h2>
 <p><img src="report.png" alt="uLDCT, NDCT, labels, model outputs and masks with zoomed patches"></p>
 <h2>Test slice {k}: soft-tissue window W400 L40 and output &minus; truth</h2>
@@ -257,8 +262,11 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def _checks_list(checks: list[dict[str, Any]]) -> str:
-    """The fidelity checks (ipv2.demo.checks) as a list: each bar, its figure, pass or FAIL."""
+def _checks_list(
+    checks: list[dict[str, Any]], title: str = "Fidelity checks of the IPv2-trained model"
+) -> str:
+    """Checks (ipv2.demo.checks, ipv2.demo.student) as a list: each bar, its figure, pass
+    or FAIL."""
     if not checks:
         return ""
     items = "".join(
@@ -266,4 +274,4 @@ def _checks_list(checks: list[dict[str, Any]]) -> str:
         f" ({html.escape(str(c.get('measured')))})</li>"
         for c in checks
     )
-    return f"<h2>Fidelity checks of the IPv2-trained model</h2><ul>{items}</ul>"
+    return f"<h2>{html.escape(title)}</h2><ul>{items}</ul>"
