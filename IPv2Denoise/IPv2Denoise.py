@@ -19,7 +19,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ipv2.slicer.version_gate import unsupported_reason
+from ipv2.slicer.version_gate import message_panel, unsupported_reason
 
 UNSUPPORTED = unsupported_reason()  # Slicer 5.8 (Python 3.9): one message, not a traceback
 if UNSUPPORTED is None:
@@ -32,10 +32,12 @@ if UNSUPPORTED is None:
     from ipv2.slicer.paths import path_text
     from ipv2.slicer.preview import LivePreview, current_slice
     from ipv2.slicer.selftest_gate import selftest_skip_reason
+    from ipv2.slicer.slicer_dialogs import SlicerDialogs
 
+    PANEL_MIXINS = (SlicerDialogs,)
     ENGINE_MIXINS = (DenoiseLogicMixin, DicomExportMixin)
 else:
-    FUSION_LABELS, ENGINE_MIXINS = {"ipv2-input": "IPv2 training input"}, ()
+    FUSION_LABELS, ENGINE_MIXINS, PANEL_MIXINS = {"ipv2-input": "IPv2 training input"}, (), ()
 
     def panel_action(title, **options):
         return lambda method: method
@@ -85,7 +87,7 @@ class IPv2DenoiseParameterNode:
     changeMap: bool = False
 
 
-class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_MIXINS):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -211,12 +213,6 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def ensureDependencies(self):
         return self.logic.ensureDependencies(slicer.util.confirmOkCancelDisplay)
 
-    def busy(self):
-        return slicer.util.WaitCursor()  # Slicer >= 5.8 Base/Python/slicer/util.py
-
-    def showError(self, text, details):
-        slicer.util.errorDisplay(text, detailedText=details)  # traceback, pip's output
-
     @panel_action("Installing IPv2's Python packages failed.")
     def checkDependencies(self):
         return self.ensureDependencies()
@@ -323,18 +319,8 @@ class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):
                 composite.SetLinkedControl(True)
 
 
-class IPv2DenoiseUnsupportedWidget(ScriptedLoadableModuleWidget):
-    """The panel on Slicer older than 5.10 (Python < 3.10): one message, no traceback."""
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        label = qt.QLabel(UNSUPPORTED)
-        label.wordWrap = True
-        self.layout.addWidget(label)
-
-
-if UNSUPPORTED:
-    IPv2DenoiseWidget = IPv2DenoiseUnsupportedWidget  # Slicer looks the panel up by this name
+if UNSUPPORTED:  # Slicer looks the panel up by this name
+    IPv2DenoiseWidget = message_panel(ScriptedLoadableModuleWidget, qt, UNSUPPORTED)
 
 
 class IPv2DenoiseTest(ScriptedLoadableModuleTest):

@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from ipv2.slicer.version_gate import unsupported_reason
+from ipv2.slicer.version_gate import message_panel, unsupported_reason
 
 UNSUPPORTED = unsupported_reason()  # Slicer 5.8 (Python 3.9): one message, not a traceback
 if UNSUPPORTED is None:
@@ -28,11 +28,13 @@ if UNSUPPORTED is None:
     from ipv2.slicer.panel_actions import panel_action
     from ipv2.slicer.paths import optional_path
     from ipv2.slicer.selftest_gate import selftest_skip_reason
+    from ipv2.slicer.slicer_dialogs import SlicerDialogs
     from ipv2.slicer.train_logic import TrainLogicMixin
 
+    PANEL_MIXINS = (SlicerDialogs,)
     ENGINE_MIXINS = (TrainLogicMixin,)
 else:
-    ENGINE_MIXINS = ()
+    ENGINE_MIXINS = PANEL_MIXINS = ()
 
     def panel_action(title, **options):
         return lambda method: method
@@ -83,7 +85,7 @@ class IPv2TrainParameterNode:
     outputFolder: pathlib.Path
 
 
-class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_MIXINS):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -91,11 +93,10 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._pairs = []
-        self._steps = []  # dataset build commands still to run
-        self._buildJob = None
-        self._run = None
-        self._curve = None
+        self._build = None  # the dataset build's StepQueue (ipv2.slicer.background_step)
+        self._watch = None  # the followed run's RunWatch (ipv2.slicer.run_watch)
         self._finishedRun = None
+        self._fast = None  # the last "Make a fast model" BackgroundStep, running or ended
         self._timer = qt.QTimer()
         self._timer.setInterval(500)
         self._timer.timeout.connect(self.onPoll)
@@ -113,11 +114,15 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportPairsButton.connect("clicked(bool)", self.onExportPairs)
         self.ui.dataSourcePathLineEdit.connect("currentPathChanged(QString)", self.onSourceChanged)
         self.ui.buildDatasetButton.connect("clicked(bool)", self.onBuildDataset)
+        self.ui.buildCancelButton.connect("clicked(bool)", self.onCancelBuild)
         self.ui.startButton.connect("clicked(bool)", lambda: self.onStart(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda: self.onStart(resume=True))
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
         self.ui.reattachButton.connect("clicked(bool)", self.onReattach)
         self.ui.useInDenoiseButton.connect("clicked(bool)", self.onUseInDenoise)
+        self.ui.fastModelButton.connect("clicked(bool)", self.onMakeFastModel)
+        self.ui.fastModelStopButton.connect("clicked(bool)", self.onStopFastModel)
+        self.ui.useFastModelButton.connect("clicked(bool)", self.onUseFastModel)
         self.setParameterNode(self.logic.getParameterNode())
 
     def cleanup(self):
@@ -132,37 +137,31 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
 
-    def _leaveOrStop(self):
-        """Closing while training runs: stop it (with a checkpoint) or leave it running."""
-        if self._run is None or not self._run.running:
+    def _leaveOrStop(self, quitting=False):
+        """Closing while work runs: a dataset build needs no scene and goes on unless Slicer
+        quits; a fast model stops (its finished work is kept; Resume continues it); a
+        training run is stopped (with a checkpoint) or left running, as the user says."""
+        if self._build is not None and quitting:
+            self._build.close(stop=True)
+        if self._fast is not None:
+            self._fast.close(stop=True)
+        if self._watch is None or not self._watch.run.running:
             return
-        stop = slicer.util.confirmYesNoDisplay(
-            "A training run is still going. Stop it now (a checkpoint is saved)?\n\n"
-            "No leaves it running in the background; re-attach later with Re-attach on its "
-            f"output folder:\n{self._run.folder.path}"
-        )
-        if stop:
-            self._run.stop()
-        elif self._run.job is not None:
-            self._run.job.detach()
-        self._run = None
+        run, self._watch = self._watch.run, None
+        if slicer.util.confirmYesNoDisplay(self.logic.leavePrompt(run)):
+            run.stop()
+        elif run.job is not None:
+            run.job.detach()
 
     def onSceneStartClose(self, caller, event):
         self._leaveOrStop()
-        self._curve = None
 
     def onAboutToQuit(self):
-        self._leaveOrStop()
+        self._leaveOrStop(quitting=True)
 
     # panel_action's protocol: dependencies, busy cursor, one error dialog with details
     def ensureDependencies(self):
         return install_dependencies(slicer.util.confirmOkCancelDisplay)
-
-    def busy(self):
-        return slicer.util.WaitCursor()  # Slicer >= 5.8 Base/Python/slicer/util.py
-
-    def showError(self, text, details):
-        slicer.util.errorDisplay(text, detailedText=details)  # traceback, pip's output
 
     # -- data ----------------------------------------------------------------------
 
@@ -190,38 +189,38 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @panel_action("Could not build the dataset.", dependencies=True)
     def onBuildDataset(self):
-        self._steps = self.logic.datasetSteps(self._parameterNode)
-        if self._steps:
-            self._startNextBuildStep()
-
-    def _startNextBuildStep(self):
-        label, command = self._steps.pop(0)
-        self.ui.buildStatusLabel.text = f"{label}..."
-        self.ui.buildProgressBar.value = 0
+        self._build = self.logic.startDatasetBuild(self._parameterNode)
         self.ui.buildDatasetButton.enabled = False
-        self._buildJob = self.logic.startCommand(command)
+        self.ui.buildCancelButton.enabled = True
         self._timer.start()
 
+    @panel_action("Could not cancel the build.")
+    def onCancelBuild(self):
+        if self._build is not None:
+            self.ui.buildStatusLabel.text = self._build.cancel()
+
+    def _show(self, view, bar, label, button=None):
+        """One poll's view (ipv2.slicer.background_step.StepView) in the panel's widgets."""
+        for line in view.log:
+            self.ui.logTextEdit.appendPlainText(line)
+        bar.value = int(100 * view.fraction)
+        label.text = view.status
+        if button is not None:
+            button.text = view.stop_label
+        return view.finished
+
     def _pollBuild(self):
-        job = self._buildJob
-        for event in job.poll():
-            if event.get("event") in ("log", "error"):
-                self.ui.logTextEdit.appendPlainText(str(event.get("message", "")))
-        self.ui.buildProgressBar.value = int(100 * job.fraction)
-        if job.running:
+        ui = self.ui  # the state machine: ipv2.slicer.background_step.StepQueue
+        if not self._show(
+            self._build.poll(), ui.buildProgressBar, ui.buildStatusLabel, ui.buildCancelButton
+        ):
             return
-        self._buildJob = None
-        if job.returncode != 0:
-            self._steps = []
-            self.ui.buildDatasetButton.enabled = True
-            self.ui.buildStatusLabel.text = f"Failed: {job.error_message or 'see the log'}"
-        elif self._steps:
-            self._startNextBuildStep()
-        else:
-            self.ui.buildDatasetButton.enabled = True
-            self.ui.buildStatusLabel.text = self.logic.describeDataset(
-                self._parameterNode.datasetFolder
-            )
+        build, self._build = self._build, None
+        self.ui.buildDatasetButton.enabled = True
+        self.ui.buildCancelButton.enabled = False
+        if build.completed:
+            folder = self._parameterNode.datasetFolder
+            self.ui.buildStatusLabel.text = self.logic.describeDataset(folder)
 
     # -- training ------------------------------------------------------------------
 
@@ -234,9 +233,8 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._follow(self.logic.reattach(self._parameterNode.outputFolder))
 
     def _follow(self, run):
-        self._run = run
-        self._curve = self.logic.curveFor(run)
-        self.logic.showCurve(self._curve)
+        self._watch = self.logic.watch(run)
+        self.logic.showCurve(self._watch.curve)
         self.ui.logTextEdit.clear()
         self.ui.stopButton.enabled = run.running
         self.ui.stopButton.text = "Stop"
@@ -245,60 +243,80 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onPoll()
 
     def onStop(self):
-        if self._run is None:
-            return
-        if self._run.stop_requested:
-            self._run.kill()
-            self.ui.trainStatusLabel.text = "Killed; the last checkpoint is kept."
-        else:
-            self._run.stop()
-            self.ui.stopButton.text = "Kill"
-            self.ui.trainStatusLabel.text = "Stopping after the current step..."
+        if self._watch is not None:
+            self.ui.trainStatusLabel.text, self.ui.stopButton.text = self._watch.stop()
 
     def onPoll(self):
-        if self._buildJob is not None:
+        if self._build is not None:
             self._pollBuild()
-        run = self._run
-        if run is None:
-            if self._buildJob is None:
-                self._timer.stop()
+        if self._fast is not None and not self._fast.ended:
+            self._pollFastModel()
+        if self._watch is not None:
+            self._pollRun()
+        if self._build is None and (self._fast is None or self._fast.ended) and self._watch is None:
+            self._timer.stop()
+
+    def _pollRun(self):
+        ui = self.ui  # the state machine: ipv2.slicer.run_watch
+        if not self._show(self._watch.poll(), ui.trainProgressBar, ui.trainStatusLabel):
             return
-        events = run.poll()
-        self._curve.add(events)
-        for event in events:
-            if event.get("event") in ("log", "error"):
-                self.ui.logTextEdit.appendPlainText(str(event.get("message", "")))
-        self.ui.trainProgressBar.value = int(100 * run.fraction)
-        self.ui.trainStatusLabel.text = self.logic.statusText(run)
-        if run.running:
-            return
-        self._run = None
+        run, self._watch = self._watch.run, None
         self.ui.stopButton.enabled = False
         self.ui.startButton.enabled = self.ui.resumeButton.enabled = True
-        self.ui.useInDenoiseButton.enabled = self.logic.modelToUse(run) is not None
-        self._finishedRun = run
+        usable = self.logic.modelToUse(run) is not None
+        self.ui.useInDenoiseButton.enabled = self.ui.fastModelButton.enabled = usable
+        self.ui.fastModelButton.text = "Make a fast model"  # a new teacher: a new student
+        self._finishedRun, self._fast = run, None
 
     @panel_action("Installing the model failed.")
     def onUseInDenoise(self):
         model = self.logic.installTrainedModel(self._finishedRun)  # into the model store
+        self._selectInDenoise(model)
+
+    # -- fast model (ipv2 distill) -------------------------------------------------------
+
+    @panel_action("Could not start the fast model.", dependencies=True)
+    def onMakeFastModel(self):
+        previous = self._fast.folder if self._fast is not None else None  # resumed if stopped
+        self._fast = self.logic.startFastModel(
+            self._parameterNode, self._finishedRun, previous=previous
+        )
+        self.ui.fastModelButton.enabled = self.ui.useFastModelButton.enabled = False
+        self.ui.fastModelStopButton.enabled = True
+        self._timer.start()
+
+    @panel_action("Could not stop the fast model.")
+    def onStopFastModel(self):
+        if self._fast is not None:
+            self.ui.fastModelStatusLabel.text = self._fast.stop()
+
+    def _pollFastModel(self):
+        ui, view = self.ui, self._fast.poll()  # the state machine: ipv2.slicer.background_step
+        if not self._show(
+            view, ui.fastModelProgressBar, ui.fastModelStatusLabel, ui.fastModelStopButton
+        ):
+            return
+        student = self.logic.fastModel(self._fast)
+        ui.fastModelStopButton.enabled = False
+        ui.useFastModelButton.enabled = student is not None
+        ui.fastModelButton.enabled = True
+        ui.fastModelButton.text = "Make a fast model" if student else "Resume the fast model"
+        if view.failed:
+            self.showError(view.status, "\n".join(self._fast.job.log_tail(50)))
+
+    @panel_action("Installing the fast model failed.")
+    def onUseFastModel(self):
+        self._selectInDenoise(self.logic.installFastModel(self._fast))
+
+    def _selectInDenoise(self, model):
         denoise = slicer.modules.ipv2denoise.widgetRepresentation().self()
         denoise.modelSelector.refresh()
         denoise.logic.getParameterNode().modelPath = pathlib.Path(model.path)
         slicer.util.selectModule("IPv2Denoise")
 
 
-class IPv2TrainUnsupportedWidget(ScriptedLoadableModuleWidget):
-    """The panel on Slicer older than 5.10 (Python < 3.10): one message, no traceback."""
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        label = qt.QLabel(UNSUPPORTED)
-        label.wordWrap = True
-        self.layout.addWidget(label)
-
-
-if UNSUPPORTED:
-    IPv2TrainWidget = IPv2TrainUnsupportedWidget  # Slicer looks the panel up by this name
+if UNSUPPORTED:  # Slicer looks the panel up by this name
+    IPv2TrainWidget = message_panel(ScriptedLoadableModuleWidget, qt, UNSUPPORTED)
 
 
 class IPv2TrainLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):
@@ -306,14 +324,6 @@ class IPv2TrainLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):
 
     def getParameterNode(self):
         return IPv2TrainParameterNode(super().getParameterNode())
-
-    @staticmethod
-    def statusText(run):
-        p = run.last_progress or {}
-        state = "running" if run.running else (run.result or {}).get("status", "ended")
-        return (
-            f"{state}: step {p.get('done', 0)} of {p.get('total', '?')}, epoch {p.get('epoch', 0)}"
-        )
 
     @staticmethod
     def showCurve(curve):

@@ -11,7 +11,35 @@ import SimpleITK as sitk
 from ipv2.core.volume import Volume
 from ipv2.slicer.selftest import tiny_checkpoint
 
-__all__ = ["oblique_volume", "tiny_checkpoint", "write_dicom_series"]
+__all__ = ["oblique_volume", "tiny_checkpoint", "tiny_training_run", "write_dicom_series"]
+
+
+def tiny_training_run(root: Path, *, seed: int = 0, **train: object) -> Path:
+    """A tiny FFM (base 8) trained by the real loop on a 64 px phantom IPv1 dataset with a
+    train and a validation pair (``root/ds``); the run folder ``root/run``. ``train``
+    overrides TrainConfig fields (budget, steps)."""
+    from ipv2.data.build import BuildConfig, build_dataset
+    from ipv2.purification.recipe import Recipe
+    from ipv2.slicer.selftest import write_phantom_pairs
+    from ipv2.training import TrainConfig
+    from ipv2.training import train as run_training
+
+    pairs = write_phantom_pairs(root / "pairs", ("train", "val"), size=64, slices=2, seed=seed)
+    build_dataset(pairs, root / "ds", BuildConfig(recipe=Recipe.for_strategy("ipv1")))
+    config = TrainConfig(
+        **{
+            "data": str(root / "ds"),
+            "output": str(root / "run"),
+            "model": "ffm",
+            "model_params": {"base": 8, "mults": [1, 2]},
+            "crop": 32,
+            "val_every": 0,
+            "device": "cpu",
+            **train,
+        }  # type: ignore[arg-type]
+    )
+    run_training(config)
+    return root / "run"
 
 
 def write_dicom_series(

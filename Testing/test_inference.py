@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import tiny_checkpoint
+from factories import tiny_checkpoint, tiny_training_run
 
 from ipv2.core.devices import resolve_device
 from ipv2.core.errors import CancelledError
@@ -29,26 +29,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny FFM trained for a few steps by the real training loop on phantom data."""
-    from ipv2.data.build import BuildConfig, build_dataset
-    from ipv2.purification.recipe import Recipe
-    from ipv2.slicer.selftest import write_phantom_pairs
-    from ipv2.training import TrainConfig, latest_checkpoint, train
+    from ipv2.training import latest_checkpoint
 
     root = tmp_path_factory.mktemp("trained")
-    pairs = write_phantom_pairs(root / "pairs", ("train", "val"), size=64, slices=2)
-    build_dataset(pairs, root / "ds", BuildConfig(recipe=Recipe.for_strategy("ipv1")))
-    config = TrainConfig(
-        data=str(root / "ds"),
-        output=str(root / "run"),
-        model="ffm",
-        model_params={"base": 8, "mults": [1, 2]},
-        max_steps=4,
-        crop=32,
-        val_every=0,
-        checkpoint_every_steps=4,
-        device="cpu",
-    )
-    train(config)
+    tiny_training_run(root, max_steps=4, checkpoint_every_steps=4)
     found = latest_checkpoint(root / "run")
     assert found is not None
     return found

@@ -447,6 +447,32 @@ def test_version_gate_message() -> None:
     assert unsupported_reason((3, 12, 0)) is None
 
 
+def test_the_unsupported_panel_shows_the_message_alone() -> None:
+    """What a Slicer 5.8 user sees, built the way the module files build it (Slicer's
+    widget base and qt stood in by plain classes: neither exists outside Slicer)."""
+    from ipv2.slicer.version_gate import message_panel
+
+    class Layout:
+        def __init__(self) -> None:
+            self.widgets: list[object] = []
+
+        def addWidget(self, widget: object) -> None:
+            self.widgets.append(widget)
+
+    class Base:
+        def setup(self) -> None:
+            self.layout = Layout()
+
+    class Label:
+        def __init__(self, text: str) -> None:
+            self.text, self.wordWrap = text, False
+
+    panel = message_panel(Base, SimpleNamespace(QLabel=Label), "needs Slicer 5.10")()
+    panel.setup()
+    [label] = panel.layout.widgets
+    assert label.text == "needs Slicer 5.10" and label.wordWrap
+
+
 @pytest.mark.parametrize("path", [DENOISE, TRAIN])
 def test_module_files_parse_as_python_39_and_gate_the_engine(path: Path) -> None:
     ast.parse(path.read_text(), feature_version=(3, 9))

@@ -19,10 +19,13 @@ from ipv2.purification.modules import Module
 from ipv2.runtime.jobs import Job
 from ipv2.runtime.run_lock import RunFolderBusy, holder_pid
 from ipv2.runtime.runs import TrainingRun
+from ipv2.slicer.background_step import BackgroundStep, StepQueue
 from ipv2.slicer.curves import TrainingCurve
+from ipv2.slicer.fast_model import plan_fast_model, resumable, student_of
 from ipv2.slicer.model_picker import install_trained
 from ipv2.slicer.nodes import volume_from_node
 from ipv2.slicer.paths import optional_path, path_text
+from ipv2.slicer.run_watch import RunWatch
 from ipv2.slicer.training_plan import (
     DatasetPlan,
     SourceSummary,
@@ -120,6 +123,14 @@ class TrainLogicMixin:
     def startCommand(command: list[str], python: str | None = None) -> Job:
         return Job.engine(command, python=python or slicer_python()).start()
 
+    def startDatasetBuild(self, p: Any, python: str | None = None) -> StepQueue:
+        """The planned build steps (simulation, weak denoiser, dataset) started in order."""
+        steps = self.datasetSteps(p)
+        if not steps:
+            raise InputError("nothing to build: choose a source and a dataset folder")
+        exe = python or slicer_python()
+        return StepQueue(steps, lambda command: Job.engine(command, python=exe))
+
     @staticmethod
     def trainSettings(p: Any) -> TrainSettings:
         return TrainSettings(
@@ -166,6 +177,19 @@ class TrainLogicMixin:
         return TrainingRun.reattach(text)
 
     @staticmethod
+    def leavePrompt(run: TrainingRun) -> str:
+        """The question asked when the scene closes or Slicer quits while ``run`` trains."""
+        return (
+            "A training run is still going. Stop it now (a checkpoint is saved)?\n\n"
+            "No leaves it running in the background; re-attach later with Re-attach on its "
+            f"output folder:\n{run.folder.path}"
+        )
+
+    def watch(self, run: TrainingRun, scene: Any = None) -> RunWatch:
+        """The panel's view of ``run``: its curve (replayed so far) and its state machine."""
+        return RunWatch(run, self.curveFor(run, scene=scene))
+
+    @staticmethod
     def curveFor(run: TrainingRun, name: str | None = None, scene: Any = None) -> TrainingCurve:
         """A new curve holding everything the run logged so far (replayed from its log)."""
         curve = TrainingCurve(name or f"IPv2 training {run.folder.path.name}", scene=scene)
@@ -181,4 +205,44 @@ class TrainLogicMixin:
         model = self.modelToUse(run)
         if model is None:
             raise InputError(f"{run.folder.path} holds no finished model yet")
+        return install_trained(model, store)
+
+    def startFastModel(
+        self,
+        p: Any,
+        run: TrainingRun,
+        *,
+        previous: str | Path | None = None,
+        python: str | None = None,
+    ) -> BackgroundStep:
+        """'Make a fast model': distil the run's model into a one-step student in the
+        background, or continue ``previous``, this run's stopped distillation (the
+        step's ``folder`` is the distillation's run folder)."""
+        if previous is not None and resumable(previous):
+            out = Path(previous)
+            command = ["distill", "--resume", "--out", str(out), "--device", p.device]
+        else:
+            plan = plan_fast_model(
+                run.folder.path,
+                self.modelToUse(run),
+                device=p.device,
+                epochs=p.epochs,
+                batch_size=p.batchSize,
+                lr=p.learningRate,
+                crop=p.cropSize,
+            )
+            out, command = plan.out, plan.command()
+        exe = python or slicer_python()
+        return BackgroundStep.start("Fast model", lambda: Job.engine(command, python=exe), out)
+
+    @staticmethod
+    def fastModel(step: BackgroundStep) -> Path | None:
+        """The student a finished "Make a fast model" step wrote, if it finished."""
+        return student_of(step.job.result)
+
+    @staticmethod
+    def installFastModel(step: BackgroundStep, store: str | None = None) -> StoredModel:
+        model = student_of(step.job.result)
+        if model is None:
+            raise InputError("the fast model is not finished yet")
         return install_trained(model, store)

@@ -14,6 +14,7 @@ and ``ipv2/slicer/__init__.py``, which it passes through.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 MINIMUM_PYTHON = (3, 10)
 MINIMUM_SLICER = "5.10"
@@ -31,3 +32,16 @@ def unsupported_reason(version_info: tuple[int, ...] | None = None) -> str | Non
         f"Install Slicer {MINIMUM_SLICER} (or a newer release) from download.slicer.org "
         "and install the IPv2 extension there."
     )
+
+
+def message_panel(base: type, qt: Any, message: str) -> type:
+    """A module widget class (subclass of Slicer's ``base``) whose panel shows ``message``
+    alone; a module file binds it to its widget name, which is how Slicer finds panels."""
+
+    def setup(self: Any) -> None:
+        base.setup(self)  # type: ignore[attr-defined]
+        label = qt.QLabel(message)
+        label.wordWrap = True
+        self.layout.addWidget(label)
+
+    return type("UnsupportedWidget", (base,), {"setup": setup, "__doc__": message})
