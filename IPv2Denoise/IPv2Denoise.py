@@ -154,7 +154,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
             )
 
     def onSceneStartClose(self, caller, event):
-        if self._run is not None:
+        if self._run is not None:  # a cancel, not a failure: no "Denoising failed" dialog
+            self._cancelled = True
             self.logic.cancelDenoise(self._run)
         self.setParameterNode(None)
 

@@ -109,7 +109,8 @@ def test_distill_stop_resume_and_denoise(
     t_meta = read_metadata(teacher)
     assert meta["role"] == "student" and meta["arch"] == "ffm"
     assert meta["hparams"]["base"] == 16 and meta["hparams"]["mults"] == [1, 2]
-    assert meta["scheme"] == {"name": "flow", "params": {"steps": 1}}
+    # Trained at its sampler's only time, t = 0 (ipv2.schemes.flow, times="sampler").
+    assert meta["scheme"] == {"name": "flow", "params": {"steps": 1, "times": "sampler"}}
     assert meta["teacher"]["sha256"] == t_meta["weights"]["sha256"]
     assert meta["teacher"]["name"] == "teacher/final" and meta["teacher"]["steps"] == 4
     assert meta["window"] == t_meta["window"]
@@ -220,5 +221,9 @@ def test_refusals_are_one_line(
         assert not out.exists()  # refused before anything was written
     status, events = cli(capsys, "distill", "--resume", "--out", str(tmp_path), "--base", "8")
     assert status == 1 and "--base cannot change" in events[-1]["message"]
+    status, events = cli(
+        capsys, "distill", "--resume", "--out", str(tmp_path), "--times", "uniform"
+    )
+    assert status == 1 and "--times cannot change" in events[-1]["message"]
     status, events = cli(capsys, "distill", "--resume", "--out", str(tmp_path))
     assert status == 1 and "not a distillation run folder" in events[-1]["message"]

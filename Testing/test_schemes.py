@@ -71,6 +71,35 @@ def test_blend_samplers_call_counts_and_exactness(name: str, default: int, steps
         scheme.sample(Oracle(low, high, False), low, steps=default + 1)
 
 
+@pytest.mark.parametrize("steps", [1, 4])
+def test_flow_sampler_times_train_where_the_sampler_evaluates(steps: int) -> None:
+    """times="sampler" draws t from the Euler grid 0, 1/K, ..., (K-1)/K; uniform does not."""
+    seen: dict[str, set[float]] = {}
+    for times in ("sampler", "uniform"):
+        scheme = make_scheme("flow", steps=steps, times=times)
+        calls: list[float] = []
+
+        def model(x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+            calls.extend(float(v) for v in t)
+            return torch.zeros_like(x)
+
+        torch.manual_seed(0)
+        for _ in range(20):
+            scheme.loss(model, torch.zeros(8, 1, 4, 4), torch.ones(8, 1, 4, 4))
+        seen[times] = set(calls)
+    assert seen["sampler"] <= {i / steps for i in range(steps)}
+    assert len(seen["sampler"]) == steps  # 160 draws hit every grid time
+    assert len(seen["uniform"]) > 100
+    # The checkpoint's scheme params rebuild the same scheme; uniform keeps the old params.
+    assert make_scheme("flow", steps=steps, times="sampler").params() == {
+        "steps": steps,
+        "times": "sampler",
+    }
+    assert make_scheme("flow", steps=steps).params() == {"steps": steps}
+    with pytest.raises(InputError, match="times"):
+        make_scheme("flow", times="random")
+
+
 def test_regression_is_one_call() -> None:
     low, high = pair()
     oracle = Oracle(low, high, velocity=False)

@@ -45,6 +45,12 @@ def register(sub: Any) -> None:
     p.add_argument("--base", type=int, help="the student FFM's base channels (default 16)")
     p.add_argument("--steps", type=int, help="the student's sampling steps (default 1)")
     p.add_argument(
+        "--times",
+        choices=("sampler", "uniform"),
+        help="train the student at its sampler's times only (default: sampler; for one "
+        "step, t = 0) or at uniform times like its teacher (then --steps 2 stays usable)",
+    )
+    p.add_argument(
         "--crop", type=int, help="random square crops of this size (default: whole slices)"
     )
     p.add_argument("--epochs", type=int, help="epochs of student training (default 200)")
@@ -74,6 +80,7 @@ def register(sub: Any) -> None:
 # --resume, where they would silently not apply (the run keeps its distill.json).
 _DEFINING = {
     "teacher": "--teacher", "data": "--data", "base": "--base", "steps": "--steps",
+    "times": "--times",
     "crop": "--crop", "batch_size": "--batch-size", "lr": "--lr",
     "val_limit": "--val-limit", "seed": "--seed",
 }  # fmt: skip
