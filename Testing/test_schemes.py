@@ -79,7 +79,9 @@ def test_flow_sampler_times_train_where_the_sampler_evaluates(steps: int) -> Non
         scheme = make_scheme("flow", steps=steps, times=times)
         calls: list[float] = []
 
-        def model(x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        def model(
+            x: Tensor, t: Tensor, cond: Tensor | None = None, calls: list[float] = calls
+        ) -> Tensor:
             calls.extend(float(v) for v in t)
             return torch.zeros_like(x)
 
