@@ -138,9 +138,8 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
             self._parameterNodeGuiTag = node.connectGui(self.ui)
 
     def _leaveOrStop(self, quitting=False):
-        """Closing while work runs: a dataset build needs no scene and goes on unless Slicer
-        quits; a fast model stops (its finished work is kept; Resume continues it); a
-        training run is stopped (with a checkpoint) or left running, as the user says."""
+        """A build goes on unless Slicer quits; a fast model stops (Resume continues it);
+        training stops with a checkpoint or goes on, as the user says."""
         if self._build is not None and quitting:
             self._build.close(stop=True)
         if self._fast is not None:
@@ -148,6 +147,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
         if self._watch is None or not self._watch.run.running:
             return
         run, self._watch = self._watch.run, None
+        self._runControls(running=False)  # left running or stopping: Re-attach follows it
         if slicer.util.confirmYesNoDisplay(self.logic.leavePrompt(run)):
             run.stop()
         elif run.job is not None:
@@ -193,6 +193,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
         self.ui.buildDatasetButton.enabled = False
         self.ui.buildCancelButton.enabled = True
         self._timer.start()
+        self.onPoll()  # labels and status at once, not half a second later
 
     @panel_action("Could not cancel the build.")
     def onCancelBuild(self):
@@ -210,17 +211,13 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
         return view.finished
 
     def _pollBuild(self):
-        ui = self.ui  # the state machine: ipv2.slicer.background_step.StepQueue
-        if not self._show(
-            self._build.poll(), ui.buildProgressBar, ui.buildStatusLabel, ui.buildCancelButton
-        ):
+        ui, view = self.ui, self._build.poll()  # state machine: background_step.StepQueue
+        if not self._show(view, ui.buildProgressBar, ui.buildStatusLabel, ui.buildCancelButton):
             return
         build, self._build = self._build, None
-        self.ui.buildDatasetButton.enabled = True
-        self.ui.buildCancelButton.enabled = False
-        if build.completed:
-            folder = self._parameterNode.datasetFolder
-            self.ui.buildStatusLabel.text = self.logic.describeDataset(folder)
+        ui.buildDatasetButton.enabled, ui.buildCancelButton.enabled = True, False
+        if build.completed:  # the folder it built, whatever the panel's field says now
+            self.ui.buildStatusLabel.text = self.logic.describeDataset(build.folder)
 
     # -- training ------------------------------------------------------------------
 
@@ -236,9 +233,7 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
         self._watch = self.logic.watch(run)
         self.logic.showCurve(self._watch.curve)
         self.ui.logTextEdit.clear()
-        self.ui.stopButton.enabled = run.running
-        self.ui.stopButton.text = "Stop"
-        self.ui.startButton.enabled = self.ui.resumeButton.enabled = not run.running
+        self._runControls(running=run.running)
         self._timer.start()
         self.onPoll()
 
@@ -261,29 +256,35 @@ class IPv2TrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANEL_
         if not self._show(self._watch.poll(), ui.trainProgressBar, ui.trainStatusLabel):
             return
         run, self._watch = self._watch.run, None
-        self.ui.stopButton.enabled = False
-        self.ui.startButton.enabled = self.ui.resumeButton.enabled = True
-        usable = self.logic.modelToUse(run) is not None
-        self.ui.useInDenoiseButton.enabled = self.ui.fastModelButton.enabled = usable
-        self.ui.fastModelButton.text = "Make a fast model"  # a new teacher: a new student
-        self._finishedRun, self._fast = run, None
+        self._runControls(running=False)
+        self._finishedRun, usable = run, self.logic.modelToUse(run) is not None
+        self.ui.useInDenoiseButton.enabled = usable
+        if self._fast is None or self._fast.ended:  # a new teacher: a new student
+            self._fast = None
+            self.ui.fastModelButton.text = "Make a fast model"
+            self.ui.fastModelButton.enabled, self.ui.useFastModelButton.enabled = usable, False
+
+    def _runControls(self, running):
+        self.ui.stopButton.enabled = running
+        self.ui.stopButton.text = "Stop"
+        self.ui.startButton.enabled = self.ui.resumeButton.enabled = not running
 
     @panel_action("Installing the model failed.")
     def onUseInDenoise(self):
-        model = self.logic.installTrainedModel(self._finishedRun)  # into the model store
-        self._selectInDenoise(model)
+        self._selectInDenoise(self.logic.installTrainedModel(self._finishedRun))
 
     # -- fast model (ipv2 distill) -------------------------------------------------------
 
     @panel_action("Could not start the fast model.", dependencies=True)
     def onMakeFastModel(self):
-        previous = self._fast.folder if self._fast is not None else None  # resumed if stopped
+        previous = self._fast.folder if self._fast else None  # continued if it stopped
         self._fast = self.logic.startFastModel(
             self._parameterNode, self._finishedRun, previous=previous
         )
         self.ui.fastModelButton.enabled = self.ui.useFastModelButton.enabled = False
         self.ui.fastModelStopButton.enabled = True
         self._timer.start()
+        self.onPoll()
 
     @panel_action("Could not stop the fast model.")
     def onStopFastModel(self):

@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
         "--distill",
         action="store_true",
         help="also distill the IPv2-trained model into a one-step student (ipv2 distill, "
-        "the same training budget) and check its per-region RMSE against its teacher's",
+        "three times the teacher's training steps) and check its per-region RMSE against "
+        "its teacher's",
     )
     add_threads_option(p)
     add_device_option(p)

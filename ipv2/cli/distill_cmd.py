@@ -64,6 +64,11 @@ def register(sub: Any) -> None:
         help="validation slices, for training and the final comparison; 0: all "
         "(default: sized to the device in training, at most 32 for the comparison)",
     )
+    p.add_argument(
+        "--val-every",
+        type=int,
+        help="epochs between the student's validations (default: as ipv2 train; 0: none)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(
         "--allow-long",
@@ -110,7 +115,13 @@ def _start(args: argparse.Namespace, reporter: Reporter, check_bounds: Any) -> d
         "out": args.out,
         "device": args.device,
     }
-    for dest in (*_DEFINING.keys() - {"teacher", "data"}, "epochs", "max_steps", "max_time"):
+    for dest in (
+        *_DEFINING.keys() - {"teacher", "data"},
+        "epochs",
+        "max_steps",
+        "max_time",
+        "val_every",
+    ):
         if getattr(args, dest) is not None:
             fields[dest] = getattr(args, dest)
     if args.threads is not None:

@@ -40,18 +40,26 @@ class StepView:
 class BackgroundStep:
     """A started command and what a user did to it: nothing, Stop, Kill, or closed."""
 
-    def __init__(self, title: str, job: Job, folder: Path | None = None) -> None:
+    def __init__(
+        self, title: str, job: Job, folder: Path | None = None, *, resumable: bool = True
+    ) -> None:
         self.title = title
         self.job = job
         self.folder = folder  # where the command writes, when the panel needs it later
+        self.resumable = resumable  # whether a stopped command can be continued
         self.user_action: str | None = None  # "stop", "kill" or "close"
         self._reported_end = False
 
     @classmethod
     def start(
-        cls, title: str, make_job: Callable[[], Job], folder: Path | None = None
+        cls,
+        title: str,
+        make_job: Callable[[], Job],
+        folder: Path | None = None,
+        *,
+        resumable: bool = True,
     ) -> BackgroundStep:
-        return cls(title, make_job().start(), folder)
+        return cls(title, make_job().start(), folder, resumable=resumable)
 
     @property
     def ended(self) -> bool:
@@ -85,12 +93,18 @@ class BackgroundStep:
             self.job.detach()
 
     def poll(self) -> StepView:
-        view = StepView(fraction=self.job.fraction, running=self.job.running)
+        running = self.job.running
+        if not running:
+            # The process has exited; its reader threads may still hold its last lines
+            # (the done event among them): join them before reading, or a success could
+            # show as a failure.
+            self.job.wait(timeout=5.0)
+        view = StepView(fraction=self.job.fraction, running=running)
         for event in self.job.poll():
             if event.get("event") in ("log", "error"):
                 view.log.append(str(event.get("message", "")))
         view.result = self.job.result
-        view.stop_label = "Kill" if self.user_action == "stop" else "Stop"
+        view.stop_label = "Kill" if self.user_action in ("stop", "close") else "Stop"
         if view.running:
             view.status = f"{self.title}: {self.job.status_text()}"
             if self.user_action == "stop":
@@ -114,7 +128,7 @@ class BackgroundStep:
         if self.user_action == "kill":
             return f"{self.title}: killed; finished work is kept, resume to continue"
         if result.get("status") == "stopped" or self.user_action in ("stop", "close"):
-            return f"{self.title}: stopped; resume to continue"
+            return f"{self.title}: stopped" + ("; resume to continue" if self.resumable else "")
         if self._succeeded():
             return f"{self.title}: finished in {self.job.elapsed:.0f} s"
         reason = self.job.error_message or (self.job.log_tail(1) or ["see the log"])[0]
@@ -126,25 +140,35 @@ class StepQueue:
     dataset), shown as one task with one Cancel.
 
     A step that fails ends the queue (the later steps need its output); Cancel stops the
-    running step (a second click kills it) and drops the rest.
+    running step (a second click kills it) and drops the rest. The steps are not
+    resumable: a stopped build step removes its partial output, and Build starts over.
     """
 
-    def __init__(self, steps: list[tuple[str, list[str]]], make_job: Callable[[list[str]], Job]):
+    def __init__(
+        self,
+        steps: list[tuple[str, list[str]]],
+        make_job: Callable[[list[str]], Job],
+        folder: Path | None = None,
+    ):
         if not steps:
             raise ValueError("a step queue needs at least one step")
         self._waiting = list(steps)
         self._make_job = make_job
+        self.folder = folder  # what the queue builds, kept for its summary at the end
         self.total = len(steps)
-        self.current: BackgroundStep = self._next()
+        self.number = 0  # the running step's place, 1-based
         self.cancelled = False
+        self.start_error: str | None = None
+        self.current: BackgroundStep = self._next()
 
     def _next(self) -> BackgroundStep:
         label, command = self._waiting.pop(0)
-        return BackgroundStep.start(label, lambda: self._make_job(command))
+        self.number += 1
+        return BackgroundStep.start(label, lambda: self._make_job(command), resumable=False)
 
     @property
     def running(self) -> bool:
-        return self.current.running or bool(self._waiting and not self.cancelled)
+        return self.current.running or bool(self._waiting)
 
     @property
     def completed(self) -> bool:
@@ -152,16 +176,12 @@ class StepQueue:
         result = self.current.job.result or {}
         return (
             not self.cancelled
+            and self.start_error is None
             and not self._waiting
             and not self.current.running
             and self.current.user_action is None
             and result.get("status") == "ok"
         )
-
-    @property
-    def number(self) -> int:
-        """The running step's place, 1-based."""
-        return self.total - len(self._waiting)
 
     def cancel(self) -> str:
         self.cancelled = True
@@ -183,9 +203,21 @@ class StepQueue:
             return view
         result = view.result or {}
         ok = not view.failed and self.current.user_action is None and result.get("status") == "ok"
-        if ok and self._waiting:
-            log = view.log
+        if not ok or not self._waiting:
+            self._waiting.clear()  # a failed or stopped step ends the queue
+            return view
+        try:
             self.current = self._next()
-            view = StepView(log=log, fraction=(self.number - 1) / self.total, running=True)
-            view.status = f"Step {self.number} of {self.total}: {self.current.title}..."
-        return view
+        except Exception as exc:  # the next command could not even start
+            self._waiting.clear()
+            self.start_error = str(exc)
+            view.failed = True
+            view.status = f"Step {self.number} of {self.total} could not start: {exc}"
+            return view
+        return StepView(
+            log=view.log,
+            fraction=(self.number - 1) / self.total,
+            running=True,
+            stop_label="Cancel",
+            status=f"Step {self.number} of {self.total}: {self.current.title}...",
+        )

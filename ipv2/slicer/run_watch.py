@@ -4,7 +4,8 @@ The panel's timer calls :meth:`RunWatch.poll` and shows the :class:`StepView` it
 its Stop button calls :meth:`RunWatch.stop`. The run's events feed the live curve here,
 the status line and the Stop/Kill escalation are decided here, and the end of the run is
 reported exactly once, so tests drive all of it with a real ``ipv2 train`` child and a
-real MRML curve (Testing/test_fast_model_step.py) and the module file only wires widgets.
+real MRML curve (Testing/test_panel_state_machines.py) and the module file only wires
+widgets.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class RunWatch:
         return "Killed; the last checkpoint is kept.", "Kill"
 
     def poll(self) -> StepView:
+        running = self.run.running
+        if not running and self.run.job is not None:
+            self.run.job.wait(timeout=5.0)  # join the readers: the last events (done) too
         events = self.run.poll()
         self.curve.add(events)
         view = StepView(
             log=[str(e.get("message", "")) for e in events if e.get("event") in ("log", "error")],
             fraction=self.run.fraction,
-            running=self.run.running,
+            running=running,
             result=self.run.result,
             stop_label="Kill" if self.run.stop_requested else "Stop",
         )

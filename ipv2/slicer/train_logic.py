@@ -129,7 +129,8 @@ class TrainLogicMixin:
         if not steps:
             raise InputError("nothing to build: choose a source and a dataset folder")
         exe = python or slicer_python()
-        return StepQueue(steps, lambda command: Job.engine(command, python=exe))
+        folder = optional_path(p.datasetFolder)
+        return StepQueue(steps, lambda command: Job.engine(command, python=exe), folder)
 
     @staticmethod
     def trainSettings(p: Any) -> TrainSettings:

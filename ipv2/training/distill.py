@@ -120,6 +120,7 @@ class DistillConfig:
     max_steps: int = 0
     max_time: float = 0.0
     val_limit: int | None = None  # None: training's own sizing, MAX_SLICES for the comparison
+    val_every: int | None = None  # epochs between the student's validations (training's default)
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -133,6 +134,7 @@ class DistillConfig:
                 f"--times: sampler or uniform, not {self.times}",
             ),
             (self.val_limit is None or self.val_limit >= 0, "--val-limit must be >= 0"),
+            (self.val_every is None or self.val_every >= 0, "--val-every must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -224,6 +226,7 @@ def new_record(cfg: DistillConfig, teacher: Loaded, info: DatasetInfo) -> dict[s
         lr=cfg.lr,
         crop=cfg.crop,
         val_limit=cfg.val_limit,
+        val_every=cfg.val_every,
         max_steps=cfg.max_steps,
         max_time=cfg.max_time,
         seed=cfg.seed,
