@@ -156,3 +156,24 @@ def test_inspecting_a_training_source_does_not_load_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# Widgets a user reads or watches rather than operates: no tooltip needed.
+_PASSIVE = {"QLabel", "QWidget", "qMRMLWidget", "ctkCollapsibleButton", "QProgressBar",
+            "QPlainTextEdit", "QListWidget", "QFrame", "QGroupBox"}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", PRESENT)
+def test_every_control_has_a_tooltip(module: str) -> None:
+    """Issue 13: a radiologist can hover any control to learn what it does."""
+    root = ET.parse(REPO / module / "Resources" / "UI" / f"{module}.ui").getroot()
+    bare = [
+        w.get("name")
+        for w in root.iter("widget")
+        if w.get("class") not in _PASSIVE
+        and not any(
+            p.get("name") == "toolTip" and (p.findtext("string") or "").strip()
+            for p in w.findall("property")
+        )
+    ]
+    assert bare == [], f"controls without a tooltip in {module}.ui: {bare}"
