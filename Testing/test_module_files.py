@@ -177,3 +177,21 @@ def test_every_control_has_a_tooltip(module: str) -> None:
         )
     ]
     assert bare == [], f"controls without a tooltip in {module}.ui: {bare}"
+
+
+def test_every_placeholder_is_listed_with_its_replacement() -> None:
+    """Issue 13: the placeholders an ExtensionsIndex submission must replace, in one place."""
+    listing = (REPO / "Resources" / "README.md").read_text()
+    marked = sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "CMakeLists.txt", *(REPO / "Resources").glob("*.json"))
+        if "REPLACE-WITH-OWNER" in path.read_text()
+    )
+    assert marked, "no placeholder left: drop this test and the README table"
+    for name in marked:
+        assert f"`{name}`" in listing, f"{name} has a placeholder not listed in Resources/README.md"
+    screenshots = re.findall(
+        r"Resources/Screenshots/\S+?\.png", (REPO / "CMakeLists.txt").read_text()
+    )
+    for shot in screenshots:
+        assert (REPO / shot).exists() or "Screenshots/` does not exist yet" in listing
