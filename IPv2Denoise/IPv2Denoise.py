@@ -246,6 +246,9 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
     @panel_action("Could not start denoising.", dependencies=True)
     def onDenoise(self):
         self._run = self.logic.startDenoise(self._parameterNode)
+        # Remembered across sessions (QSettings under the .ui's settingKey; CTK
+        # Libs/Widgets/ctkPathLineEdit.h: history is saved only on this call).
+        self.ui.modelPathLineEdit.addCurrentPathToHistory()
         self._cancelled = False
         self.ui.logTextEdit.clear()
         self.ui.changeMapSummaryLabel.text = ""

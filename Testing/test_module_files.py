@@ -195,3 +195,20 @@ def test_every_placeholder_is_listed_with_its_replacement() -> None:
     )
     for shot in screenshots:
         assert (REPO / shot).exists() or "Screenshots/` does not exist yet" in listing
+
+
+def test_the_denoise_panel_remembers_model_folders() -> None:
+    """Issue 13: the model folders used before are one click away in the next session.
+
+    ctkPathLineEdit keeps a history in QSettings under its ``settingKey`` but saves a path
+    only when ``addCurrentPathToHistory()`` is called (CTK Libs/Widgets/ctkPathLineEdit.h).
+    """
+    root = ET.parse(REPO / "IPv2Denoise" / "Resources" / "UI" / "IPv2Denoise.ui").getroot()
+    edit = next(w for w in root.iter("widget") if w.get("name") == "modelPathLineEdit")
+    keys = [p.findtext("string") for p in edit.findall("property") if p.get("name") == "settingKey"]
+    assert keys and keys[0], "modelPathLineEdit has no settingKey: its history is not kept"
+    tree = ast.parse((REPO / "IPv2Denoise" / "IPv2Denoise.py").read_text())
+    denoise = next(
+        f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "onDenoise"
+    )
+    assert "modelPathLineEdit.addCurrentPathToHistory()" in ast.unparse(denoise)
