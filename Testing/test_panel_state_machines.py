@@ -34,7 +34,7 @@ def phantom(out: Path) -> list[str]:
     return ["phantom", "--out", str(out), "--size", "32", "--slices", "2"]
 
 
-def follow(task: StepQueue | BackgroundStep, timeout: float = 120.0) -> list[StepView]:
+def follow(task: StepQueue | BackgroundStep, timeout: float = 600.0) -> list[StepView]:
     views = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -81,8 +81,11 @@ def test_cancel_stops_the_running_step_and_skips_the_rest(tmp_path: Path) -> Non
         lambda command: Job(SLEEPER) if command == ["unused"] else engine(command),
     )
     assert queue.poll().stop_label == "Cancel"
-    assert "stopping" in queue.cancel()
-    end = follow(queue)[-1]
+    try:
+        assert "stopping" in queue.cancel()
+        end = follow(queue)[-1]
+    finally:
+        queue.current.job.kill()  # the sleeper, whatever happened
     assert not end.failed and not queue.completed and queue.number == 1
     assert "Step 1 of 2" in end.status and "stopped" in end.status
     assert "resume" not in end.status  # a build step starts over; nothing to resume
@@ -92,7 +95,7 @@ def test_cancel_stops_the_running_step_and_skips_the_rest(tmp_path: Path) -> Non
 def test_a_process_killed_from_outside_is_a_failure(tmp_path: Path) -> None:
     step = BackgroundStep.start("Sleeper", lambda: Job(SLEEPER))
     assert step.job.pid is not None
-    os.killpg(step.job.pid, signal.SIGKILL)  # the OS, not the user
+    os.killpg(step.job.pid, signal.SIGKILL)  # the OS, not the user (and nothing left over)
     end = follow(step)[-1]
     assert end.finished and end.failed and "failed" in end.status
 
@@ -106,13 +109,18 @@ def test_run_watch_follows_a_real_training_into_its_curve(scene, tmp_path: Path)
     build_dataset(pairs, tmp_path / "ds", BuildConfig(recipe=Recipe.for_strategy("ipv1")))
     p = panel_settings(tmp_path / "ds", tmp_path / "run", baseChannels=8)
     logic = TrainLogicMixin()
-    watch = logic.watch(logic.startTraining(p, python=sys.executable), scene=scene)
-    end = time.monotonic() + 120
-    while watch.poll().fraction == 0.0:
-        assert time.monotonic() < end, "training never progressed"
-        time.sleep(0.05)
-    assert watch.stop() == ("Stopping after the current step...", "Kill")
-    views = follow_run(watch)
+    run = logic.startTraining(p, python=sys.executable)
+    try:
+        watch = logic.watch(run, scene=scene)
+        end = time.monotonic() + 600
+        while watch.poll().fraction == 0.0:
+            assert time.monotonic() < end, "training never progressed"
+            time.sleep(0.05)
+        assert watch.stop() == ("Stopping after the current step...", "Kill")
+        views = follow_run(watch)
+    finally:
+        if run.running:  # a failed assertion above: no trainer outlives the test
+            run.kill()
     assert views[-1].finished and not views[-1].failed
     assert views[-1].result is not None and views[-1].result["status"] == "stopped"
     assert views[-1].status.startswith("stopped: step")
@@ -120,7 +128,7 @@ def test_run_watch_follows_a_real_training_into_its_curve(scene, tmp_path: Path)
     assert watch.poll().finished is False  # reported once
 
 
-def follow_run(watch, timeout: float = 120.0) -> list[StepView]:  # type: ignore[no-untyped-def]
+def follow_run(watch, timeout: float = 600.0) -> list[StepView]:  # type: ignore[no-untyped-def]
     views = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:

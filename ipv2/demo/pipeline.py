@@ -25,7 +25,8 @@ from ipv2.core.hu_window import HUWindow
 from ipv2.core.volume import Volume
 from ipv2.data.build import BuildConfig, build_dataset
 from ipv2.demo.checks import fidelity_checks
-from ipv2.demo.student import STUDENT_STEPS, distill_student, student_checks
+from ipv2.demo.config import STRATEGIES, STUDENT, STUDENT_STEPS, DemoConfig, model_title
+from ipv2.demo.student import distill_student, student_checks
 from ipv2.inference.denoise import DenoiseOptions, denoise_volume
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_checkpoint
@@ -35,39 +36,6 @@ from ipv2.phantom.export import write_case
 from ipv2.purification.modules import ALL_MODULES, Module
 from ipv2.purification.recipe import Recipe
 from ipv2.training import TrainConfig, latest_checkpoint, train
-
-STRATEGIES = ("ipv1", "ipv2")
-STUDENT = "ipv2-student"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Sizes and budgets; the defaults finish in minutes on two CPU cores."""
-
-    size: int = 128
-    slices: int = 12
-    cases: int = 5  # patients: all but two train, one validates, one is the test patient
-    steps: int = 1200  # training steps per denoiser (same for IPv1 and IPv2)
-    weak_steps: int = 300
-    batch_size: int = 8
-    crop: int = 48
-    base: int = 16
-    mults: tuple[int, ...] = (1, 2, 2)
-    sampler_steps: int = 10
-    lr: float = 2e-3
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    window: tuple[float, float] = (-1024.0, 1024.0)
-    distill: bool = False  # also distill the IPv2-trained model into a one-step student
-
-    def check(self) -> None:
-        if self.cases < 3:
-            raise InputError("the demo needs at least 3 phantom cases (train, validation, test)")
-        if self.steps < 1 or self.weak_steps < 1:
-            raise InputError("training steps must be at least 1")
-        if self.crop > self.size:
-            raise InputError(f"crop {self.crop} is larger than the phantom size {self.size}")
 
 
 @dataclass
@@ -228,8 +196,8 @@ def run_demo(
                 config,
                 models["ipv2"],
                 root / "dataset-ipv2",
-                datasets["ipv2"],
-                root / "student-ipv2",
+                manifest=datasets["ipv2"],
+                out=root / "student-ipv2",
                 reporter=rep,
             )
             steps[STUDENT] = STUDENT_STEPS
@@ -315,10 +283,3 @@ def _measure(
         "rows": rows,
         "comparison": comparison,
     }
-
-
-def model_title(name: str) -> str:
-    """A model's name in the metrics rows, the report and the log."""
-    if name == STUDENT:
-        return f"ipv2 student ({STUDENT_STEPS} step)"
-    return f"{name}-trained FFM"

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from ipv2.core.hu_window import LUNG_DISPLAY_WINDOW, HUWindow
 from ipv2.core.volume import Volume
+from ipv2.demo.config import model_title
 from ipv2.phantom import PhantomCase
 
 U8 = npt.NDArray[np.uint8]
@@ -155,8 +156,6 @@ def difference_figure(case: PhantomCase, outputs: dict[str, Volume], *, k: int) 
 
 
 def _title(name: str) -> str:
-    from ipv2.demo.pipeline import model_title
-
     return model_title(name).replace("ipv", "IPv")
 
 

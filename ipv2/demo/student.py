@@ -15,17 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ipv2.core.errors import IPv2Error
 from ipv2.core.events import Reporter
 from ipv2.demo.checks import REGIONS, Check
-
-if TYPE_CHECKING:
-    from ipv2.demo.pipeline import DemoConfig
+from ipv2.demo.config import STUDENT_STEPS, DemoConfig
 
 STUDENT_VS_TEACHER = 1.10  # each region's RMSE at most this multiple of the teacher's
-STUDENT_STEPS = 1
 # The student's training steps, in multiples of the teacher's. Measured on the demo
 # phantom (per-region RMSE against the truth, student / teacher; background, body,
 # lung): 1x at uniform times 1.20 / 1.20 / 1.09; 1x at the sampler's time 1.05 / 1.22 /
@@ -52,9 +49,9 @@ def distill_student(
     config: DemoConfig,
     teacher: Path,
     dataset: Path,
+    *,
     manifest: Mapping[str, Any],
     out: Path,
-    *,
     reporter: Reporter,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the one-step student of ``teacher`` on ``dataset``; its model and figures."""
