@@ -26,7 +26,7 @@ STUDENT_VS_TEACHER = 1.10  # each region's RMSE at most this multiple of the tea
 # The student's training steps, in multiples of the teacher's. Measured on the demo
 # phantom (per-region RMSE against the truth, student / teacher; background, body,
 # lung): 1x at uniform times 1.20 / 1.20 / 1.09; 1x at the sampler's time 1.05 / 1.22 /
-# 1.09; 2x 0.94 / 1.11 / 1.03.
+# 1.09; 2x 0.94 / 1.11 / 1.03; 3x 0.91 / 1.08 / 1.01 (ipv2 demo --distill).
 DISTILL_BUDGET = 3
 
 
