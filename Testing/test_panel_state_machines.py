@@ -137,3 +137,35 @@ def follow_run(watch, timeout: float = 600.0) -> list[StepView]:  # type: ignore
             return views
         time.sleep(0.05)
     raise AssertionError("the run did not end")
+
+
+def test_the_panels_dataset_build_runs_its_plan_and_describes_the_result(tmp_path: Path) -> None:
+    """IPv2Train's Build dataset: the planned steps as a StepQueue, and the summary of the
+    folder it built (kept by the queue, not re-read from the panel's fields)."""
+    from types import SimpleNamespace
+
+    pairs = write_phantom_pairs(tmp_path / "pairs", ("train", "val"), size=32, slices=2)
+    p = SimpleNamespace(
+        dataSource=str(pairs),
+        datasetFolder=str(tmp_path / "ds"),
+        strategy="ipv1",
+        module1=False,
+        module2=False,
+        module3=False,
+        textureMix=0.1,
+        maskVariant="paper",
+        simulationDose=0.02,
+        matchUldct=False,
+        architecture="ffm",
+        baseChannels=0,
+        device="cpu",
+    )
+    logic = TrainLogicMixin()
+    build = logic.startDatasetBuild(p, python=sys.executable)
+    try:
+        end = follow(build)[-1]
+    finally:
+        build.current.job.kill()
+    assert build.completed and not end.failed and build.folder == tmp_path / "ds"
+    p.datasetFolder = "."  # the field changed (or the scene closed) meanwhile
+    assert logic.describeDataset(build.folder).startswith("Dataset ready: 2 cases")
