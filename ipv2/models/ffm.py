@@ -24,8 +24,9 @@ Fourier branch on real planes; same weights), one image at a time. One image at 
 because the network is not continuous everywhere: the phase branch takes ``atan2`` of
 each spectrum bin, which jumps by 2*pi where a bin's real part is negative and its
 imaginary part crosses zero, so at such a bin any change of summation order (another
-batch size, another library) moves the output by up to about 1 HU on a 32 px test slice
-(Testing/test_inference.py). Computed alone, a slice's arithmetic does not depend on its
+batch size, another library) moves the output: the plain form by up to 25 HU between
+batch 1 and 4 on a barely trained test model (Testing/test_inference.py), about 0.1 HU
+between 1 and 2 threads on one trained 400 steps on the demo phantom. Computed alone, a slice's arithmetic does not depend on its
 batch, and on two CPU cores batch 1 is also the fastest at 256 and 512 px
 (``ipv2 bench model``, ``ipv2 bench denoise``). ``FFM.set_fast(False)`` selects the
 plain form for inference too (``ipv2 bench model`` times both side by side).
