@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +12,28 @@ import SimpleITK as sitk
 from ipv2.core.volume import Volume
 from ipv2.slicer.selftest import tiny_checkpoint
 
-__all__ = ["oblique_volume", "tiny_checkpoint", "tiny_training_run", "write_dicom_series"]
+__all__ = [
+    "follow",
+    "oblique_volume",
+    "tiny_checkpoint",
+    "tiny_training_run",
+    "write_dicom_series",
+]
+
+
+def follow(task: Any, timeout: float = 600.0) -> list[Any]:
+    """Poll a panel state machine (BackgroundStep, StepQueue, RunWatch) until a poll reports
+    the end; every view seen. Generous timeout: a loaded CI machine is slow, not wrong."""
+    import time
+
+    views = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        views.append(task.poll())
+        if views[-1].finished:
+            return views
+        time.sleep(0.05)
+    raise AssertionError(f"timed out: {views[-1].status if views else 'never polled'}")
 
 
 def tiny_training_run(root: Path, *, seed: int = 0, **train: object) -> Path:

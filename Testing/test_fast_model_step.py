@@ -16,12 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from factories import tiny_training_run
+from factories import follow, tiny_training_run
 
 from ipv2.core.errors import InputError
 from ipv2.runtime.jobs import Job
 from ipv2.runtime.runs import RunFolder, TrainingRun
-from ipv2.slicer.background_step import BackgroundStep, StepView
+from ipv2.slicer.background_step import BackgroundStep
 from ipv2.slicer.fast_model import new_sibling, plan_fast_model, student_of
 from ipv2.slicer.train_logic import TrainLogicMixin
 
@@ -42,18 +42,6 @@ def panel(**extra: object) -> SimpleNamespace:
     )
     values.update(extra)
     return SimpleNamespace(**values)
-
-
-def follow(step: BackgroundStep, timeout: float = 600.0) -> list[StepView]:
-    views = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        views.append(step.poll())
-        if views[-1].finished:
-            return views
-        time.sleep(0.05)
-    step.job.kill()
-    raise AssertionError(f"timed out: {views[-1].status if views else 'no poll'}")
 
 
 def engine(*command: str) -> Job:

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import follow
 from test_training_panel import _panel as panel_settings
 
 from ipv2.runtime.jobs import Job
-from ipv2.slicer.background_step import BackgroundStep, StepQueue, StepView
+from ipv2.slicer.background_step import BackgroundStep, StepQueue
 from ipv2.slicer.selftest import write_phantom_pairs
 from ipv2.slicer.train_logic import TrainLogicMixin
 
@@ -32,17 +33,6 @@ def engine(command: list[str]) -> Job:
 
 def phantom(out: Path) -> list[str]:
     return ["phantom", "--out", str(out), "--size", "32", "--slices", "2"]
-
-
-def follow(task: StepQueue | BackgroundStep, timeout: float = 600.0) -> list[StepView]:
-    views = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        views.append(task.poll())
-        if views[-1].finished and not task.running:
-            return views
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {views[-1].status if views else 'never polled'}")
 
 
 def test_queue_runs_its_steps_in_order_and_completes(tmp_path: Path) -> None:
@@ -117,7 +107,7 @@ def test_run_watch_follows_a_real_training_into_its_curve(scene, tmp_path: Path)
             assert time.monotonic() < end, "training never progressed"
             time.sleep(0.05)
         assert watch.stop() == ("Stopping after the current step...", "Kill")
-        views = follow_run(watch)
+        views = follow(watch)
     finally:
         if run.running:  # a failed assertion above: no trainer outlives the test
             run.kill()
@@ -126,17 +116,6 @@ def test_run_watch_follows_a_real_training_into_its_curve(scene, tmp_path: Path)
     assert views[-1].status.startswith("stopped: step")
     assert len(watch.curve.rows()) > 0  # the events went into the MRML table
     assert watch.poll().finished is False  # reported once
-
-
-def follow_run(watch, timeout: float = 600.0) -> list[StepView]:  # type: ignore[no-untyped-def]
-    views = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        views.append(watch.poll())
-        if views[-1].finished:
-            return views
-        time.sleep(0.05)
-    raise AssertionError("the run did not end")
 
 
 def test_the_panels_dataset_build_runs_its_plan_and_describes_the_result(tmp_path: Path) -> None:

@@ -363,12 +363,13 @@ def denoise_array(
     )
     out = np.empty_like(vol)
     total = vol.shape[0] * steps
-    reported = [-1]
+    reported = -1
 
     def report(done: int) -> None:
         # The sampler reports a batch's last step and the loop its end: say it once.
-        if progress is not None and done != reported[0]:
-            reported[0] = done
+        nonlocal reported
+        if progress is not None and done != reported:
+            reported = done
             progress(done, total)
 
     t0 = time.perf_counter()
