@@ -28,6 +28,7 @@ if UNSUPPORTED is None:
     from ipv2.slicer.denoise_logic import FUSION_LABELS, DenoiseLogicMixin
     from ipv2.slicer.dicom_export import DicomExportMixin
     from ipv2.slicer.layout import show_compare_layout
+    from ipv2.slicer.own_outputs import first_input_volume, hide_outputs_from
     from ipv2.slicer.panel_actions import panel_action
     from ipv2.slicer.paths import path_text
     from ipv2.slicer.preview import LivePreview, current_slice
@@ -71,6 +72,7 @@ class IPv2Denoise(ScriptedLoadableModule):
 class IPv2DenoiseParameterNode:
     uldctVolume: slicer.vtkMRMLScalarVolumeNode
     ndctVolume: slicer.vtkMRMLScalarVolumeNode
+    outputVolume: slicer.vtkMRMLScalarVolumeNode  # None: a new node per run
     denoisedVolume: slicer.vtkMRMLScalarVolumeNode
     modelPath: pathlib.Path
     livePreview: bool = True
@@ -95,11 +97,10 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         self._parameterNode = None
         self._masks = None  # "Masks for all slices"; the live preview has its own node
         self.preview = None
-        self._run = None
-        self._cancelled = False
+        self._task = None  # the running EngineTask: denoising, purified volumes or a preview
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
-        self._timer.timeout.connect(self.onPollJob)
+        self._timer.timeout.connect(self.onPollTask)
         self._previewTimer = qt.QTimer()
         self._previewTimer.setSingleShot(True)
         self._previewTimer.setInterval(30)
@@ -132,9 +133,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         self.removeObservers()
         self._timer.stop()
         self._previewTimer.stop()
-        if self._run is not None:
-            self.logic.discardDenoise(self._run)
-            self._run = None
+        self.closeTask()
 
     def enter(self):
         self.modelSelector.refresh()  # models installed meanwhile (command line, IPv2Train)
@@ -154,10 +153,15 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
             )
 
     def onSceneStartClose(self, caller, event):
-        if self._run is not None:  # a cancel, not a failure: no "Denoising failed" dialog
-            self._cancelled = True
-            self.logic.cancelDenoise(self._run)
+        self.closeTask()  # its nodes are going: ended and discarded, never a failure dialog
         self.setParameterNode(None)
+
+    def closeTask(self):
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+            self._timer.stop()
+            self.ui.cancelButton.enabled = False
 
     def onSceneEndClose(self, caller, event):
         self._masks = None
@@ -168,10 +172,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.uldctVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.uldctVolume = first
+        if not self._parameterNode.uldctVolume:  # a scan, not a label map or IPv2's output
+            self._parameterNode.uldctVolume = first_input_volume(slicer.mrmlScene)
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -190,9 +192,11 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
     def onParameterChanged(self, caller=None, event=None):
         p = self._parameterNode
         ready = bool(p and p.uldctVolume)
-        self.ui.denoiseButton.enabled = ready and bool(path_text(p.modelPath)) and self._run is None
-        self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume)
-        self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume)
+        idle = self._task is None  # one background task at a time
+        hide_outputs_from([self.ui.uldctSelector, self.ui.ndctSelector], slicer.mrmlScene)
+        self.ui.denoiseButton.enabled = ready and bool(path_text(p.modelPath)) and idle
+        self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume) and idle
+        self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume) and idle
         self.ui.wholeVolumeMasksButton.enabled = ready
         self.ui.exportDicomButton.enabled = bool(p and p.denoisedVolume)
         self.ui.thresholdSliderWidget.enabled = bool(p and p.useFixedThreshold)
@@ -221,8 +225,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
     @panel_action("Fusion preview failed.", dependencies=True)
     def onPreviewFusion(self):
         p = self._parameterNode
-        node = self.logic.previewFusion(p, current_slice(p.uldctVolume))
-        self.logic.showCompare(p, node)
+        self.startTask(self.logic.previewFusion(p, current_slice(p.uldctVolume)))
 
     @panel_action("Mask computation failed.", dependencies=True)
     def onWholeVolumeMasks(self):
@@ -239,22 +242,22 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
 
     @panel_action("Creating purified volumes failed.", dependencies=True)
     def onCreateFusionVolumes(self):
-        created = self.logic.createFusionVolumes(self._parameterNode)
-        for warning in created.get("warnings", []):
-            self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
+        self.startTask(self.logic.createFusionVolumes(self._parameterNode))
 
     @panel_action("Could not start denoising.", dependencies=True)
     def onDenoise(self):
-        self._run = self.logic.startDenoise(self._parameterNode)
+        self.startTask(self.logic.startDenoise(self._parameterNode))
         # Remembered across sessions (QSettings under the .ui's settingKey; CTK
         # Libs/Widgets/ctkPathLineEdit.h: history is saved only on this call).
         self.ui.modelPathLineEdit.addCurrentPathToHistory()
-        self._cancelled = False
-        self.ui.logTextEdit.clear()
         self.ui.changeMapSummaryLabel.text = ""
+
+    def startTask(self, task):
+        self._task = task
+        self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
-        self.ui.cancelButton.enabled = True
-        self.ui.denoiseButton.enabled = False
+        self.ui.cancelButton.enabled = task.job is not None
+        self.onParameterChanged()
         self._timer.start()
 
     @panel_action("DICOM export failed.")
@@ -269,38 +272,45 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         self.ui.changeMapSummaryLabel.text = self.logic.showChangeMap(self._parameterNode, checked)
 
     def onCancel(self):
-        if self._run is not None:
-            self._cancelled = True
-            self.logic.cancelDenoise(self._run)
-            self.ui.logTextEdit.appendPlainText("Cancelling...")
+        if self._task is not None:
+            self.ui.logTextEdit.appendPlainText(self._task.cancel())
 
-    def onPollJob(self):
-        run = self._run
-        if run is None:
+    @panel_action("Showing the result failed.", busy=False)
+    def onPollTask(self):
+        task = self._task
+        if task is None:
             self._timer.stop()
             return
-        for line in self.logic.pollDenoise(run):  # the job's new log and error lines
+        view = task.poll()  # the state machine: ipv2.slicer.engine_task
+        for line in view.log:
             self.ui.logTextEdit.appendPlainText(line)
-        self.ui.progressBar.value = int(100 * run.job.fraction)
-        self.ui.timeLabel.text = run.job.status_text()
-        if run.job.running:
+        self.ui.progressBar.value = int(100 * view.fraction)
+        self.ui.timeLabel.text = view.status  # purification tasks: also under their buttons
+        self.ui.previewStatusLabel.text = view.status if task.kind != "denoise" else ""
+        if view.outcome is None:
             return
         self._timer.stop()
-        self._run = None
+        self._task = None
         self.ui.cancelButton.enabled = False
         self.onParameterChanged()
-        outcome = self.logic.concludeDenoise(self._parameterNode, run, self._cancelled)
+        outcome = view.outcome
         if outcome.node is None:  # cancelled: a log line; failed: a dialog with the details
             self.ui.logTextEdit.appendPlainText(outcome.message)
-            if outcome.details:
+            if outcome.failed:
                 slicer.util.errorDisplay(outcome.message, detailedText=outcome.details)
             return
-        self.ui.progressBar.value = 100
-        slicer.util.setSliceViewerLayers(
-            background=self._parameterNode.uldctVolume, foreground=outcome.node, foregroundOpacity=0
-        )
-        self.logic.showCompare(self._parameterNode, outcome.node)
-        if self._parameterNode.changeMap:
+        p = self._parameterNode
+        if task.kind == "volumes":
+            for warning in outcome.node.get("warnings", []):
+                self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
+            self.logic.showCompare(p, outcome.node.get("training_input"))
+            return
+        if task.kind == "denoise":
+            slicer.util.setSliceViewerLayers(
+                background=p.uldctVolume, foreground=outcome.node, foregroundOpacity=0
+            )
+        self.logic.showCompare(p, outcome.node)
+        if task.kind == "denoise" and p.changeMap:
             self.onChangeMapClicked(True)
 
 

@@ -242,3 +242,34 @@ def test_purify_match_uldct_fits_the_simulated_lung_noise_to_u(tmp_path: Path) -
     real_core = ndimage.binary_erosion(case.masks_ld.lung, np.ones((1, 5, 5)))
     real = (case.uldct.array - case.clean_ld.array)[real_core].std()
     assert abs((sim - case.clean_ref.array)[core].std() - real) < 0.25 * real
+
+
+def test_purify_only_builds_one_output_and_reports_per_slice_progress(
+    pair_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only`` (the panel's one-slice preview) skips the other output and its work; the
+    slow sources send progress events a panel can show (issue 13, item 10)."""
+    from ipv2.inference.weak_denoiser import load_weak_denoiser
+    from ipv2.slicer.selftest import tiny_checkpoint
+
+    weak = tiny_checkpoint(tmp_path / "weak", arch="regressor")
+    args = ["purify", "-U", str(pair_files["U"]), "-N", str(pair_files["N"]), "--events", "jsonl"]
+    assert (
+        main([*args, "--weak", str(weak), "--only", "input", "--out-dir", str(tmp_path / "i")]) == 0
+    )
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    stages = {(e["stage"], e["total"]) for e in events if e["event"] == "progress"}
+    assert ("simulate", 3) in stages and not any(stage == "weak" for stage, _ in stages)
+    written = sorted(p.name for p in (tmp_path / "i").iterdir())
+    assert written == ["masks.nrrd", "report.json", "simulated.nrrd", "train_input.nrrd"]
+
+    assert (
+        main([*args, "--weak", str(weak), "--only", "label", "--out-dir", str(tmp_path / "l")]) == 0
+    )
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    stages = {(e["stage"], e["total"]) for e in events if e["event"] == "progress"}
+    assert ("weak", 3) in stages and not any(stage == "simulate" for stage, _ in stages)
+    assert (tmp_path / "l" / "eval_label.nrrd").exists()
+    assert not (tmp_path / "l" / "train_input.nrrd").exists()
+    w = load_weak_denoiser(weak)(read_volume(pair_files["U"])).array
+    np.testing.assert_allclose(read_volume(tmp_path / "l" / "weak.nrrd").array, w, atol=1e-3)

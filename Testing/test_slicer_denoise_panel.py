@@ -4,7 +4,6 @@ Qt-free logic the panel calls, on real MRML nodes (slicer-core), plus the .ui wi
 from __future__ import annotations
 
 import ast
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -146,47 +145,7 @@ def test_change_map_without_a_result_or_a_source(scene, case) -> None:  # type: 
     assert view.GetBackgroundVolumeID() == denoised.GetID() and view.GetLabelVolumeID()
 
 
-# -- concluding a run (real jobs) ----------------------------------------------------------
-
-
-def test_a_stopped_run_becomes_a_node_a_cancel_line_or_a_failure(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from ipv2.slicer.denoise_logic import DenoiseLogicMixin
-    from ipv2.slicer.denoise_run import CANCELLED
-    from ipv2.slicer.dicom_export import SOURCE_REFERENCE, DicomExportMixin
-
-    class Logic(DenoiseLogicMixin, DicomExportMixin):  # the module's logic, minus Slicer's base
-        pass
-
-    logic = Logic()
-    source = node_from_volume(make_phantom(32, 2, seed=1).uldct, "uLDCT", scene)
-    model = tiny_checkpoint(tmp_path / "m")
-    p = _panel(uldctVolume=source, modelPath=model, steps=1, device="cpu", batchSize=0)
-    p.halfPrecision = False
-    run = logic.startDenoise(p, workdir=str(tmp_path / "ok"))
-    assert run.job.wait(timeout=180) == 0, run.job.log_tail()
-    assert "sampler: 1 step (as given)" in logic.pollDenoise(run)
-    outcome = logic.concludeDenoise(p, run, False)
-    assert outcome.node.GetName() == "uLDCT IPv2 denoised" and p.denoisedVolume is outcome.node
-    assert outcome.node.GetNodeReference(SOURCE_REFERENCE) is source
-    assert not (tmp_path / "ok").exists()
-    # Cancel clicked: the job is stopped and discarded; a log line, never a failure.
-    count = scene.GetNumberOfNodes()
-    cancelled = logic.startDenoise(p, workdir=str(tmp_path / "cancel"))
-    outcome = logic.concludeDenoise(p, cancelled, True)
-    assert (outcome.node, outcome.message, outcome.details) == (None, CANCELLED, "")
-    assert not cancelled.job.running and not (tmp_path / "cancel").exists()
-    # A run the engine refuses (a model.json asking a million steps, no curve to choose
-    # from): the message names the problem, the details carry the job's log.
-    meta = json.loads((model / "model.json").read_text())
-    meta["scheme"]["params"]["steps"] = 1_000_000
-    (model / "model.json").write_text(json.dumps(meta))
-    p.steps = 0
-    failed = logic.startDenoise(p, workdir=str(tmp_path / "fail"))
-    assert failed.job.wait(timeout=180) == 1
-    outcome = logic.concludeDenoise(p, failed, False)
-    assert outcome.node is None and outcome.message.startswith("Denoising failed:")
-    assert "1000000 sampler steps" in outcome.message + outcome.details
-    assert not (tmp_path / "fail").exists() and scene.GetNumberOfNodes() == count
+# Concluding a run (node, cancel line or failure): Testing/test_engine_tasks.py.
 
 
 # -- the module's wiring -------------------------------------------------------------------
@@ -210,3 +169,40 @@ def test_panel_has_the_change_map_checkbox_summary_and_steps_line() -> None:
     ]
     source = MODULE.read_text()
     assert "self.logic.showChangeMap(" in source and "self.logic.stepsEstimate(" in source
+
+
+def test_panel_order_puts_denoise_before_qa_and_research_settings_in_a_collapsed_box() -> None:
+    """Issue 13 (UX): Inputs, Denoise, then Purification QA; the research settings in a
+    collapsed Advanced box, so Denoise is reachable without scrolling past them."""
+    import xml.etree.ElementTree as ET
+
+    main = ET.parse(UI).getroot().find("widget/layout")
+    assert main is not None
+    sections = [w for w in main.iter("widget") if w.get("class") == "ctkCollapsibleButton"]
+    titles = [w.find("property[@name='text']/string").text for w in sections]  # type: ignore[union-attr]
+    assert titles == ["Inputs", "Denoise", "Purification QA", "Advanced"]
+    inside = {s.get("name"): {c.get("name") for c in s.iter("widget")} for s in sections}
+    research = {
+        "stepsSpinBox",
+        "deviceComboBox",
+        "batchSizeSpinBox",
+        "halfPrecisionCheckBox",
+        "maskVariantComboBox",
+        "thresholdSliderWidget",
+        "openingRadiusSpinBox",
+        "textureMixSliderWidget",
+    }
+    assert research <= inside["advancedCollapsibleButton"]
+    assert {"uldctSelector", "modelPathLineEdit", "outputSelector"} <= inside[
+        "inputsCollapsibleButton"
+    ]
+    assert {"denoiseButton", "cancelButton", "progressBar"} <= inside["denoiseCollapsibleButton"]
+    advanced = sections[3].find("property[@name='collapsed']/bool")
+    assert advanced is not None and advanced.text == "true"
+    output = next(w for w in sections[0].iter("widget") if w.get("name") == "outputSelector")
+    none_text = output.find("property[@name='noneDisplay']/string")
+    assert none_text is not None and none_text.text == "Create new volume"
+    assert ui_bindings(UI)["outputVolume"] == "qMRMLNodeComboBox"
+    assert parameter_fields(MODULE, "IPv2DenoiseParameterNode")["outputVolume"] == (
+        "slicer.vtkMRMLScalarVolumeNode"
+    )

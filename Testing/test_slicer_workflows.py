@@ -178,20 +178,10 @@ def test_panel_logic_drives_the_workflows(scene, nodes, case, tmp_path: Path) ->
     preview = logic.previewSlice(p, 1)
     assert preview.thresholds_hu == [-300.0]
     assert "Slice 1" in preview.describe()
-    node = logic.previewFusion(p, 1, scene=scene)
+    node = logic.previewFusion(p, 1).poll().outcome.node  # IPv1: computed at once
     assert node.GetName() == "uLDCT IPv1 label preview"
-    assert logic.previewFusion(p, 2, scene=scene) is node  # reused, not piling up
-    created = logic.createFusionVolumes(p, scene=scene)
-    assert created["evaluation_label"].GetName() == "uLDCT IPV1 label"
+    assert logic.previewFusion(p, 2).poll().outcome.node is node  # reused, not piling up
     assert logic.describeModel("") == "No model selected."
     assert logic.describeModel(str(tmp_path)).startswith("Not a usable model")
-    p.modelPath = str(tiny_checkpoint(tmp_path / "m"))
-    p.steps = 1
-    run = logic.startDenoise(p, workdir=str(tmp_path / "w"))
-    assert run.job.wait(timeout=180) == 0
-    assert logic.finishDenoise(run, scene).GetName() == "uLDCT IPv2 denoised"
-    # A cancelled run's work folder (a copy of the volume) is removed.
-    cancelled = logic.startDenoise(p, workdir=str(tmp_path / "c"))
-    assert (tmp_path / "c" / "input.nrrd").exists()
-    logic.discardDenoise(cancelled)
-    assert not cancelled.job.running and not (tmp_path / "c").exists()
+    # Purified volumes, denoising and IPv2 previews run as background jobs: see
+    # Testing/test_engine_tasks.py.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +39,9 @@ from ipv2.simulation.modulation import Modulation, add_modulation_option
 from ipv2.simulation.noise_estimate import low_dose_warning
 from ipv2.simulation.params import check_dose_fraction
 from ipv2.simulation.simulator import Simulator
+
+if TYPE_CHECKING:  # the module loads torch; commands that fail early skip it
+    from ipv2.inference.weak_denoiser import WeakDenoiser
 
 
 def register(sub: Any) -> None:
@@ -89,6 +92,13 @@ def register(sub: Any) -> None:
     add_match_uldct_flag(p)
     add_modulation_option(p)
     p.add_argument("--resample", action="store_true", help="resample N (and S, W) onto U's grid")
+    p.add_argument(
+        "--only",
+        choices=("input", "label"),
+        default=None,
+        help="build only the training input or only the evaluation label, and only the "
+        "work it needs (a one-slice preview asks for one); default: both",
+    )
     p.add_argument("--format", choices=[s.lstrip(".") for s in VOLUME_SUFFIXES], default="nrrd")
     p.add_argument("--out-dir", "-o", required=True, help="new output folder")
     add_threads_option(p)
@@ -124,6 +134,20 @@ def _load(
         if log is not None:
             log.append(f"{what} resampled onto U ({'; '.join(diffs)})")
     return vol
+
+
+def _reporting_sources(
+    simulator: Simulator | None, weak_denoiser: WeakDenoiser | None, reporter: Reporter
+) -> dict[str, Any]:
+    """The slow sources with per-slice progress events (a panel shows them for a volume)."""
+    sources: dict[str, Any] = {"simulate": None, "weak_denoise": None}
+    if simulator is not None:
+        sources["simulate"] = lambda n, u: simulator(n, u, reporter=reporter)
+    if weak_denoiser is not None:
+        sources["weak_denoise"] = lambda u: weak_denoiser(
+            u, lambda done, total: reporter.progress("weak", done, total)
+        )
+    return sources
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -168,12 +192,12 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             modulation=Modulation(strength=args.tube_current_modulation),
         )
     )
-    if recipe.needs_simulated and simulator is not None:
+    if recipe.needs_simulated and simulator is not None and args.only != "label":
         _, low_dose = low_dose_warning(n.array)  # as simulate warns: S from a low-dose N
         if low_dose is not None:
             reporter.log(low_dose, level="warning")
         reporter.log(f"simulating S from N with {simulator.description}")
-    if recipe.needs_weak and weak_denoiser is not None:
+    if recipe.needs_weak and weak_denoiser is not None and args.only != "input":
         reporter.log(f"weakly denoising U with {weak_denoiser.description}")
     reporter.progress("purify", 0, 1)
     result = purify_pair(
@@ -182,8 +206,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         recipe,
         simulated=sim,
         weak=weak,
-        simulate=simulator,
-        weak_denoise=weak_denoiser,
+        **_reporting_sources(simulator, weak_denoiser, reporter),
+        build_input=args.only != "label",
+        build_label=args.only != "input",
         require_all=True,
     )
     sim_note = "given" if sim is not None else None

@@ -88,8 +88,8 @@ class WeakDenoiser:
             )
         self.loaded = loaded
 
-    def __call__(self, u: Volume) -> Volume:
-        return u.with_array(weak_denoise(u, self.loaded))
+    def __call__(self, u: Volume, progress: Callable[[int, int], None] | None = None) -> Volume:
+        return u.with_array(weak_denoise(u, self.loaded, progress=progress))
 
     @property
     def description(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ipv2.core.events import Reporter
 from ipv2.core.volume import Volume
 from ipv2.simulation.modulation import Modulation
 from ipv2.simulation.params import PhysicsParams
@@ -45,7 +46,8 @@ class Simulator:
             modulation if modulation is not None else Modulation(),
         )
 
-    def __call__(self, n: Volume, u: Volume) -> Volume:
+    def __call__(self, n: Volume, u: Volume, reporter: Reporter | None = None) -> Volume:
+        """S for N (U when the dose is fitted); ``reporter`` gets per-slice progress."""
         target = u if self.match_uldct else None
         from ipv2.simulation.volume_sim import simulate_volume  # loads torch
 
@@ -56,6 +58,7 @@ class Simulator:
             match_uldct=target,
             region="lung",
             modulation=self.modulation,
+            reporter=reporter,
         )
         return sim
 

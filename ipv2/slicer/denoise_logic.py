@@ -14,11 +14,13 @@ from typing import Any
 from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
 from ipv2.slicer.change_map_step import update_change_map
-from ipv2.slicer.denoise_run import RunOutcome, conclude_denoise
 from ipv2.slicer.dependencies import install_dependencies
+from ipv2.slicer.engine_task import EngineTask
 from ipv2.slicer.model_picker import ModelChoice, describe_model, install_model, model_choices
 from ipv2.slicer.nodes import output_name, scene_or_default
 from ipv2.slicer.paths import optional_path, path_text
+from ipv2.slicer.purify_run import discard as discard_purify
+from ipv2.slicer.purify_run import load_preview, load_volumes, purify_command, start_purify
 from ipv2.slicer.steps_estimate import steps_estimate_text
 
 FUSION_LABELS = {
@@ -65,32 +67,55 @@ class DenoiseLogicMixin:
             p.uldctVolume, p.ndctVolume, options, segmentation=segmentation, progress=progress
         )
 
-    def previewFusion(self, p: Any, k: int, scene: Any = None) -> Any:
-        """The chosen fusion of slice ``k`` in a reused '<uLDCT> ... preview' node."""
-        kind = fusion_key(p.fusionKind)
-        weak = path_text(p.modelPath) if kind == "ipv2-label" else None
-        volume = workflows.fusion_slice(
-            p.uldctVolume,
-            p.ndctVolume,
-            k,
-            kind=kind,
-            recipe_options=self.recipeOptions(p),
-            weak_checkpoint=weak or None,
-        )
-        name = output_name(p.uldctVolume, f"{FUSION_LABELS[kind]} preview")
-        existing = scene_or_default(scene).GetFirstNodeByName(name)
-        node = workflows.show_volume(volume, name, node=existing, scene=scene)
-        workflows.show_in_lung_window(node)
-        return node
+    def previewFusion(self, p: Any, k: int, workdir: str | None = None) -> EngineTask:
+        """The chosen fusion of slice ``k`` in a reused '<uLDCT> ... preview' node.
 
-    def createFusionVolumes(self, p: Any, scene: Any = None) -> dict[str, Any]:
-        strategy = fusion_key(p.fusionKind).split("-")[0]
-        return workflows.purify_nodes(
-            p.uldctVolume,
-            p.ndctVolume,
-            strategy=strategy,
-            recipe_options=self.recipeOptions(p),
-            scene=scene,
+        IPv1 fusions are blends of the pair: computed at once, here (a finished task).
+        IPv2's need the simulation or the weak denoiser: a background ``ipv2 purify``
+        on the one slice, loaded when the panel's poll sees it finish.
+        """
+        kind = fusion_key(p.fusionKind)
+        name = output_name(p.uldctVolume, f"{FUSION_LABELS[kind]} preview")
+        strategy, what = kind.split("-")
+        weak = path_text(p.modelPath) if kind == "ipv2-label" else None
+        if strategy == "ipv1":
+            volume = workflows.fusion_slice(
+                p.uldctVolume, p.ndctVolume, k, kind=kind, recipe_options=self.recipeOptions(p)
+            )
+            node = workflows.show_volume(
+                volume, name, scene_or_default(None).GetFirstNodeByName(name)
+            )
+            return EngineTask.finished("preview", node)
+        if what == "label" and not weak:
+            raise IPv2Error(
+                "the IPv2 label needs the weak denoiser (Module 3, Remove Noise): choose its "
+                "checkpoint folder as the model, or preview the IPv1 label"
+            )
+        options = purify_command(strategy, self.recipeOptions(p), weak)
+        run = start_purify(
+            p.uldctVolume, p.ndctVolume, options, strategy=strategy, only=what, k=k, workdir=workdir
+        )
+        return EngineTask(
+            "preview",
+            f"{FUSION_LABELS[kind]} preview",
+            run.job,
+            load=lambda: load_preview(run, name),
+            discard=lambda: discard_purify(run),
+        )
+
+    def createFusionVolumes(self, p: Any, workdir: str | None = None) -> EngineTask:
+        """The whole pair purified by ``ipv2 purify`` in the background, loaded as new nodes."""
+        kind = fusion_key(p.fusionKind)
+        strategy = kind.split("-")[0]
+        weak = path_text(p.modelPath) if kind == "ipv2-label" else None
+        options = purify_command(strategy, self.recipeOptions(p), weak or None)
+        run = start_purify(p.uldctVolume, p.ndctVolume, options, strategy=strategy, workdir=workdir)
+        return EngineTask(
+            "volumes",
+            f"{strategy.upper()} purified volumes",
+            run.job,
+            load=lambda: load_volumes(run),
+            discard=lambda: discard_purify(run),
         )
 
     @staticmethod
@@ -146,9 +171,16 @@ class DenoiseLogicMixin:
         """Install a folder, .zip or https address into the user's store; the new entry."""
         return install_model(source, sha256=sha256, progress=progress)
 
-    @staticmethod
-    def startDenoise(p: Any, workdir: str | None = None) -> workflows.DenoiseRun:
-        return workflows.start_denoise(
+    def startDenoise(self, p: Any, workdir: str | None = None) -> EngineTask:
+        """``ipv2 denoise`` on the uLDCT in the background; the result goes to the output
+        volume chosen in the panel, else to a new node, and is filed under its source."""
+        target = getattr(p, "outputVolume", None)
+        if target is not None and target in (p.uldctVolume, p.ndctVolume):
+            raise IPv2Error(
+                f"the output volume {target.GetName()!r} is an input of this run: choose "
+                "another output volume, or 'Create new volume'"
+            )
+        run = workflows.start_denoise(
             p.uldctVolume,
             path_text(p.modelPath),
             workflows.DenoiseSettings(
@@ -160,27 +192,15 @@ class DenoiseLogicMixin:
             workdir=workdir,
         )
 
-    @staticmethod
-    def pollDenoise(run: workflows.DenoiseRun) -> list[str]:
-        """The messages of the log and error events the job sent since the last poll."""
-        return [
-            str(event.get("message", ""))
-            for event in run.job.poll()
-            if event.get("event") in ("log", "error")
-        ]
+        def load() -> Any:
+            node = workflows.finish_denoise(run, node=target)
+            self.fileDenoised(p, node, run)  # type: ignore[attr-defined]  # DicomExportMixin
+            return node
 
-    @staticmethod
-    def cancelDenoise(run: workflows.DenoiseRun) -> None:
-        run.job.cancel(grace=10.0)
-
-    @staticmethod
-    def discardDenoise(run: workflows.DenoiseRun) -> None:
-        workflows.discard_denoise(run)
-
-    @staticmethod
-    def finishDenoise(run: workflows.DenoiseRun, scene: Any = None) -> Any:
-        return workflows.finish_denoise(run, scene)
-
-    def concludeDenoise(self, p: Any, run: workflows.DenoiseRun, cancelled: bool) -> RunOutcome:
-        """A stopped run's node, or the log line (cancel) or dialog text (failure) instead."""
-        return conclude_denoise(self, p, run, cancelled=cancelled)
+        return EngineTask(
+            "denoise",
+            "Denoising",
+            run.job,
+            load=load,
+            discard=lambda: workflows.discard_denoise(run),
+        )

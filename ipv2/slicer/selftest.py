@@ -73,7 +73,6 @@ def denoise_selftest(
     ``keep_alive`` lets the GUI paint while the job runs (``slicer.app.processEvents``).
     """
     import tempfile
-    import time
 
     from ipv2.phantom import make_phantom
     from ipv2.slicer.nodes import node_from_volume
@@ -90,15 +89,32 @@ def denoise_selftest(
     say("Denoising with a tiny untrained model")
     p.modelPath = Path(tiny_checkpoint(os.path.join(tempfile.mkdtemp(), "tiny")))
     p.steps, p.device = 1, "cpu"
-    run = logic.startDenoise(p)
-    deadline = time.monotonic() + 300
-    while run.job.running and time.monotonic() < deadline:
+    node = _result(logic.startDenoise(p), keep_alive)
+    _check(node.GetImageData().GetDimensions() == (128, 128, 4), "denoised volume's size")
+    _check(p.denoisedVolume is node, "the panel's parameter node names the result")
+
+    say("Previewing the IPv2 training input of one slice (a background simulation)")
+    p.fusionKind = "IPv2 training input"
+    preview = _result(logic.previewFusion(p, 2), keep_alive)
+    _check(preview.GetImageData().GetDimensions() == (128, 128, 1), "preview slice's size")
+    return node
+
+
+def _result(task: Any, keep_alive: Callable[[], None], timeout: float = 300.0) -> Any:
+    """Poll an :class:`ipv2.slicer.engine_task.EngineTask` as the panel's timer does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = task.poll()
+        if view.outcome is not None:
+            outcome = view.outcome
+            _check(outcome.node is not None, f"{outcome.message}\n{outcome.details}")
+            return outcome.node
         keep_alive()
         time.sleep(0.1)
-    _check(run.job.wait(timeout=10) == 0, "\n".join(run.job.log_tail(50)))
-    node = logic.finishDenoise(run)
-    _check(node.GetImageData().GetDimensions() == (128, 128, 4), "denoised volume's size")
-    return node
+    task.close()
+    raise AssertionError(f"{task.title} did not finish in {timeout:.0f} s")
 
 
 def _check(condition: bool, message: str) -> None:

@@ -27,6 +27,7 @@ from ipv2.core.errors import InputError
 from ipv2.core.volume import Volume
 from ipv2.runtime.jobs import Job
 from ipv2.slicer.nodes import node_from_volume, output_name, scene_or_default, volume_from_node
+from ipv2.slicer.own_outputs import mark_output
 from ipv2.slicer.segments import update_mask_segmentation
 
 FUSION_KINDS = ("ipv1-input", "ipv1-label", "ipv2-input", "ipv2-label")
@@ -57,7 +58,7 @@ def _slice(node: Any, k: int) -> npt.NDArray[np.float32]:
     return np.asarray(vox[k], dtype=np.float32)
 
 
-def _check_pair(u_node: Any, n_node: Any | None) -> None:
+def check_pair(u_node: Any, n_node: Any | None) -> None:
     if n_node is None:
         return
     if voxels(u_node).shape != voxels(n_node).shape:
@@ -105,7 +106,7 @@ def preview_slice(
     from ipv2.purification.masks import MaskOptions, purification_masks
 
     t0 = time.perf_counter()
-    _check_pair(u_node, n_node)
+    check_pair(u_node, n_node)
     u = _slice(u_node, k)
     n = _slice(n_node, k) if n_node is not None else u
     opts = options or MaskOptions()
@@ -143,7 +144,7 @@ def masks_for_volume(
     """All slices' masks into the segmentation, in chunks so progress can be shown."""
     from ipv2.purification.masks import MaskOptions, purification_masks
 
-    _check_pair(u_node, n_node)
+    check_pair(u_node, n_node)
     u_all = voxels(u_node)
     n_all = voxels(n_node) if n_node is not None else u_all
     depth = u_all.shape[0]
@@ -185,7 +186,7 @@ def fusion_slice(
         raise InputError(f"fusion kind must be one of {FUSION_KINDS}, got {kind!r}")
     if n_node is None:
         raise InputError("the fusion preview needs the NDCT volume of the same patient")
-    _check_pair(u_node, n_node)
+    check_pair(u_node, n_node)
     strategy, what = kind.split("-")
     recipe = Recipe.for_strategy(strategy, **(recipe_options or {}))
     u = volume_from_node(u_node).slices(k, k + 1)
@@ -226,7 +227,7 @@ def show_volume(
     volume: Volume, name: str, node: Any | None = None, *, scene: Any | None = None
 ) -> Any:
     """Put a (preview) volume into a reused node, keeping the display settings."""
-    return node_from_volume(volume, name, scene=scene, node=node)
+    return mark_output(node_from_volume(volume, name, scene=scene, node=node), "preview")
 
 
 def purify_nodes(
@@ -250,7 +251,7 @@ def purify_nodes(
     from ipv2.purification.recipe import Recipe
 
     scene = scene_or_default(scene)
-    _check_pair(u_node, n_node)
+    check_pair(u_node, n_node)
     recipe = Recipe.for_strategy(strategy, modules, **(recipe_options or {}))
     u, n = volume_from_node(u_node), volume_from_node(n_node)
     sim = volume_from_node(simulated_node) if simulated_node is not None else None
@@ -259,12 +260,16 @@ def purify_nodes(
     label = strategy.upper()
     out: dict[str, Any] = {"warnings": list(result.report.get("warnings", []))}  # type: ignore[call-overload]
     if result.training_input is not None:
-        out["training_input"] = node_from_volume(
-            result.training_input, output_name(u_node, f"{label} training input"), scene
+        out["training_input"] = mark_output(
+            node_from_volume(
+                result.training_input, output_name(u_node, f"{label} training input"), scene
+            ),
+            "training input",
         )
     if result.evaluation_label is not None:
-        out["evaluation_label"] = node_from_volume(
-            result.evaluation_label, output_name(u_node, f"{label} label"), scene
+        out["evaluation_label"] = mark_output(
+            node_from_volume(result.evaluation_label, output_name(u_node, f"{label} label"), scene),
+            "label",
         )
     m = result.masks
     out["masks"] = update_mask_segmentation(
@@ -347,8 +352,10 @@ def start_denoise(
     return DenoiseRun(job, source, target, input_node_id=u_node.GetID(), workdir=folder)
 
 
-def finish_denoise(run: DenoiseRun, scene: Any | None = None, keep_files: bool = False) -> Any:
-    """Load a finished job's result as a new node named after its input."""
+def finish_denoise(
+    run: DenoiseRun, scene: Any | None = None, *, keep_files: bool = False, node: Any | None = None
+) -> Any:
+    """Load a finished job's result into ``node``, else a new node named after its input."""
     from ipv2.io.volumes import read_volume
 
     scene = scene_or_default(scene)
@@ -357,7 +364,8 @@ def finish_denoise(run: DenoiseRun, scene: Any | None = None, keep_files: bool =
         raise InputError(f"denoising did not finish: {reason}")
     source = scene.GetNodeByID(run.input_node_id)
     name = output_name(source, "IPv2 denoised") if source is not None else "IPv2 denoised"
-    node = node_from_volume(read_volume(run.output_path), name, scene)
+    node = node_from_volume(read_volume(run.output_path), name, scene, node=node)
+    mark_output(node, "denoised")
     if not keep_files:
         shutil.rmtree(run.workdir, ignore_errors=True)
     return node

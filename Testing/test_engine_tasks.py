@@ -1,0 +1,254 @@
+"""IPv2Denoise's background work as EngineTasks (issue 13, item 10), with real engine jobs
+on a real MRML scene (slicer-core): denoising, the purified volumes and the IPv2 fusion
+preview run as child processes, report progress, cancel without a failure, and load
+their result; a closed scene ends them quietly."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from factories import follow, tiny_checkpoint
+
+from ipv2.phantom import PhantomCase, make_phantom
+from ipv2.slicer import node_from_volume, volume_from_node
+
+
+@pytest.fixture(scope="module")
+def case() -> PhantomCase:
+    return make_phantom(64, 3, seed=5)
+
+
+def _logic() -> Any:
+    from ipv2.slicer.denoise_logic import DenoiseLogicMixin
+    from ipv2.slicer.dicom_export import DicomExportMixin
+
+    class Logic(DenoiseLogicMixin, DicomExportMixin):  # the module's logic, minus Slicer's base
+        pass
+
+    return Logic()
+
+
+def _panel(u_node: Any, n_node: Any = None, **values: Any) -> SimpleNamespace:
+    base: dict[str, Any] = dict(
+        uldctVolume=u_node,
+        ndctVolume=n_node,
+        outputVolume=None,
+        denoisedVolume=None,
+        modelPath=Path(),
+        maskVariant="paper",
+        useFixedThreshold=False,
+        fixedThreshold=-400.0,
+        openingRadius=1,
+        textureMix=0.1,
+        fusionKind="IPv2 training input",
+        steps=1,
+        device="cpu",
+        batchSize=0,
+        halfPrecision=False,
+        changeMap=False,
+    )
+    base.update(values)
+    return SimpleNamespace(**base)
+
+
+def _volumes(scene: Any) -> list[str]:
+    nodes = scene.GetNodesByClass("vtkMRMLVolumeNode")
+    return sorted(nodes.GetItemAsObject(i).GetName() for i in range(nodes.GetNumberOfItems()))
+
+
+# -- denoising -----------------------------------------------------------------------------
+
+
+def test_a_denoise_task_ends_as_a_node_a_cancel_line_or_a_failure(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.slicer.dicom_export import SOURCE_REFERENCE
+    from ipv2.slicer.engine_task import CANCELLED
+
+    logic = _logic()
+    source = node_from_volume(make_phantom(32, 2, seed=1).uldct, "uLDCT", scene)
+    model = tiny_checkpoint(tmp_path / "m")
+    p = _panel(source, modelPath=model)
+    task = logic.startDenoise(p, workdir=str(tmp_path / "ok"))
+    assert task.job.pid != os.getpid() and task.kind == "denoise"
+    views = follow(task)
+    assert "sampler: 1 step (as given)" in [line for v in views for line in v.log]
+    outcome = views[-1].outcome
+    assert outcome.node.GetName() == "uLDCT IPv2 denoised" and p.denoisedVolume is outcome.node
+    assert outcome.node.GetNodeReference(SOURCE_REFERENCE) is source and not outcome.failed
+    assert not (tmp_path / "ok").exists() and views[-1].fraction == 1.0
+    # Cancel: the job is stopped and discarded; a log line, never a failure.
+    count = scene.GetNumberOfNodes()
+    cancelled = logic.startDenoise(p, workdir=str(tmp_path / "cancel"))
+    assert cancelled.cancel().startswith("Cancelling")
+    outcome = follow(cancelled)[-1].outcome
+    assert (outcome.node, outcome.message, outcome.failed) == (None, CANCELLED, False)
+    assert not cancelled.job.running and not (tmp_path / "cancel").exists()
+    # A run the engine refuses (a model.json asking a million steps, no curve to choose
+    # from): the message names the problem, the details carry the job's log.
+    meta = json.loads((model / "model.json").read_text())
+    meta["scheme"]["params"]["steps"] = 1_000_000
+    (model / "model.json").write_text(json.dumps(meta))
+    p.steps = 0
+    failed = logic.startDenoise(p, workdir=str(tmp_path / "fail"))
+    outcome = follow(failed)[-1].outcome
+    assert outcome.node is None and outcome.failed
+    assert outcome.message.startswith("Denoising failed:")
+    assert "1000000 sampler steps" in outcome.message + outcome.details
+    assert not (tmp_path / "fail").exists() and scene.GetNumberOfNodes() == count
+
+
+def test_the_output_volume_selector_is_written_and_inputs_are_refused(
+    scene, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.core.errors import IPv2Error
+
+    logic = _logic()
+    phantom = make_phantom(32, 2, seed=2)
+    source = node_from_volume(phantom.uldct, "uLDCT", scene)
+    ndct = node_from_volume(phantom.ndct, "NDCT", scene)
+    chosen = node_from_volume(phantom.ndct, "my result", scene)
+    p = _panel(source, ndct, modelPath=tiny_checkpoint(tmp_path / "m"), outputVolume=chosen)
+    outcome = follow(logic.startDenoise(p, workdir=str(tmp_path / "w")))[-1].outcome
+    assert outcome.node is chosen and p.denoisedVolume is chosen
+    assert not np.array_equal(volume_from_node(chosen).array, phantom.ndct.array)
+    assert _volumes(scene) == ["NDCT", "my result", "uLDCT"]  # no new node
+    for an_input in (source, ndct):  # never overwrite what the run reads
+        p.outputVolume = an_input
+        with pytest.raises(IPv2Error, match="is an input of this run"):
+            logic.startDenoise(p, workdir=str(tmp_path / "refused"))
+        assert not (tmp_path / "refused").exists()
+
+
+# -- purified volumes and the fusion preview -----------------------------------------------
+
+
+def test_purified_volumes_are_built_by_a_background_job_like_in_process(
+    scene, case, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.slicer import workflows
+
+    logic = _logic()
+    u_node = node_from_volume(case.uldct, "uLDCT", scene)
+    n_node = node_from_volume(case.ndct, "NDCT", scene)
+    task = logic.createFusionVolumes(_panel(u_node, n_node), workdir=str(tmp_path / "w"))
+    assert task.job.running and task.job.pid != os.getpid()  # not in Slicer's process
+    assert (tmp_path / "w" / "uldct.nrrd").exists()
+    views = follow(task)
+    assert views[0].status.startswith("IPV2 purified volumes: Elapsed")
+    created = views[-1].outcome.node
+    assert created["training_input"].GetName() == "uLDCT IPV2 training input"
+    assert "evaluation_label" in created and created["masks"].GetName() == "uLDCT IPV2 masks"
+    assert not (tmp_path / "w").exists()
+    # The training input: the same numbers as the in-process pipeline the panel used to
+    # run. Without a weak denoiser the label is built without Module 3, and the log says so.
+    reference = workflows.purify_nodes(u_node, n_node, strategy="ipv2")
+    np.testing.assert_allclose(
+        volume_from_node(created["training_input"]).array,
+        volume_from_node(reference["training_input"]).array,
+        atol=0.01,
+    )
+    assert any("Module 3" in line for view in views for line in view.log)
+    lung = created["masks"].GetSegmentation().GetSegment("lung")
+    assert lung is not None and lung.GetName()
+
+
+def test_cancelling_or_closing_leaves_no_nodes_no_files_and_no_failure(
+    scene, case, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.slicer.engine_task import CANCELLED
+
+    logic = _logic()
+    u_node = node_from_volume(case.uldct, "uLDCT", scene)
+    n_node = node_from_volume(case.ndct, "NDCT", scene)
+    before = _volumes(scene)
+    task = logic.createFusionVolumes(_panel(u_node, n_node), workdir=str(tmp_path / "c"))
+    task.cancel()
+    outcome = follow(task)[-1].outcome
+    assert outcome.message == CANCELLED and not outcome.failed and outcome.node is None
+    assert _volumes(scene) == before and not (tmp_path / "c").exists()
+    # Scene close: the task ends at once, killed and discarded, and later polls are quiet.
+    closing = logic.createFusionVolumes(_panel(u_node, n_node), workdir=str(tmp_path / "x"))
+    closing.close()
+    assert not closing.job.running and not (tmp_path / "x").exists()
+    view = closing.poll()
+    assert view.outcome is None and not view.running
+
+
+def test_ipv1_previews_at_once_and_ipv2_previews_in_a_job(scene, case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.core.errors import IPv2Error
+    from ipv2.slicer import workflows
+
+    logic = _logic()
+    u_node = node_from_volume(case.uldct, "uLDCT", scene)
+    n_node = node_from_volume(case.ndct, "NDCT", scene)
+    quick = logic.previewFusion(_panel(u_node, n_node, fusionKind="IPv1 label"), 1)
+    assert quick.job is None  # blends of the pair: no child process needed
+    node = follow(quick)[-1].outcome.node
+    assert node.GetName() == "uLDCT IPv1 label preview"
+    again = follow(logic.previewFusion(_panel(u_node, n_node, fusionKind="IPv1 label"), 2))
+    assert again[-1].outcome.node is node  # reused, not piling up
+
+    task = logic.previewFusion(_panel(u_node, n_node), 1, workdir=str(tmp_path / "p"))
+    assert task.job is not None and "--only" in task.job.argv
+    shown = follow(task)[-1].outcome.node
+    assert shown.GetName() == "uLDCT IPv2 training input preview"
+    preview = volume_from_node(shown)
+    assert preview.shape == (1, 64, 64)
+    expected = workflows.fusion_slice(u_node, n_node, 1, kind="ipv2-input")
+    np.testing.assert_allclose(preview.array, expected.array, atol=0.01)
+    np.testing.assert_allclose(preview.origin, expected.origin)  # drawn at slice 1
+    # The IPv2 label needs the weak denoiser: refused before any process starts.
+    with pytest.raises(IPv2Error, match="weak denoiser"):
+        logic.previewFusion(_panel(u_node, n_node, fusionKind="IPv2 label"), 1)
+    weak = tiny_checkpoint(tmp_path / "weak", arch="regressor")
+    label = logic.previewFusion(
+        _panel(u_node, n_node, fusionKind="IPv2 label", modelPath=weak),
+        1,
+        workdir=str(tmp_path / "l"),
+    )
+    assert "--weak-denoiser" in label.job.argv
+    assert follow(label)[-1].outcome.node.GetName() == "uLDCT IPv2 label preview"
+
+
+def test_denoise_selftest_steps_pass_on_a_real_scene(scene) -> None:  # type: ignore[no-untyped-def]
+    """The in-Slicer self-test's steps, here on slicer-core's MRML (no application)."""
+    from ipv2.slicer.selftest import denoise_selftest
+
+    logic = _logic()
+    p = _panel(None, modelPath=Path())
+    logic.getParameterNode = lambda: p
+    said: list[str] = []
+    node = denoise_selftest(logic, say=said.append, keep_alive=lambda: None)
+    assert node.GetName() == "phantom uLDCT IPv2 denoised" and len(said) == 3
+
+
+def test_ipv2_outputs_are_marked_and_left_out_of_the_input_selectors(
+    scene, case, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 (UX): the input selectors skip label maps and the module's own outputs."""
+    from ipv2.slicer.own_outputs import first_input_volume, hide_outputs_from, own_output_ids
+
+    logic = _logic()
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "a label map")
+    assert first_input_volume(scene) is None  # a label map is no scan
+    u_node = node_from_volume(case.uldct, "uLDCT", scene)
+    n_node = node_from_volume(case.ndct, "NDCT", scene)
+    p = _panel(u_node, n_node, fusionKind="IPv1 label", modelPath=tiny_checkpoint(tmp_path / "m"))
+    preview = follow(logic.previewFusion(p, 1))[-1].outcome.node
+    volumes = follow(logic.createFusionVolumes(p, workdir=str(tmp_path / "v")))[-1].outcome.node
+    denoised = follow(logic.startDenoise(p, workdir=str(tmp_path / "d")))[-1].outcome.node
+    made = {preview, volumes["training_input"], volumes["evaluation_label"], denoised}
+    assert set(own_output_ids(scene)) == {node.GetID() for node in made}
+    assert labels.GetID() not in own_output_ids(scene)
+    scene.RemoveNode(u_node)
+    assert first_input_volume(scene) is n_node  # the default uLDCT is never an output
+
+    # What qMRMLNodeComboBox.sortFilterProxyModel() returns in Slicer: a hiddenNodeIDs list.
+    proxy = SimpleNamespace(hiddenNodeIDs=[])
+    hide_outputs_from([SimpleNamespace(sortFilterProxyModel=lambda: proxy)], scene)
+    assert sorted(proxy.hiddenNodeIDs) == sorted(own_output_ids(scene))
