@@ -524,3 +524,23 @@ def _runs(python: str) -> bool:
     """A pyenv shim exists for every version but runs only the selected ones."""
     check = subprocess.run([python, "--version"], capture_output=True, text=True, timeout=30)
     return check.returncode == 0 and check.stdout.startswith("Python 3.9")
+
+
+def test_an_unsuitable_torch_is_named_before_anything_is_installed() -> None:
+    """Issue 13 (dependency checks): a torch version check, not only presence."""
+    from ipv2.core.errors import IPv2Error
+    from ipv2.slicer.dependencies import install_dependencies
+    from ipv2.slicer.requirements import torch_version_problem
+
+    assert torch_version_problem("2.13.0+cpu") is None and torch_version_problem("2.1.0") is None
+    for old_or_new in ("1.13.1", "2.0.1+cu117", "3.0.0"):
+        problem = torch_version_problem(old_or_new)
+        assert problem is not None and old_or_new in problem and "restart Slicer" in problem
+    asked: list[str] = []
+    with pytest.raises(IPv2Error, match=r"this Slicer has torch 1\.13\.1"):
+        install_dependencies(asked.append, [], torch_available=True, torch_version="1.13.1")
+    assert asked == []  # refused before any question or install
+    import torch
+
+    # Here, the real check on this machine's torch passes.
+    assert install_dependencies(asked.append, []) is True and torch.__version__

@@ -62,6 +62,7 @@ def install_dependencies(
     pip_install: Callable[[list[str]], Any] | None = None,
     *,
     torch_available: bool | None = None,
+    torch_version: str | None = None,
 ) -> bool:
     """Complete the engine's Python packages on first use; True when all are present.
 
@@ -72,6 +73,7 @@ def install_dependencies(
     output and a hint when an install fails. Never called at import time.
     """
     import importlib
+    import importlib.metadata
     import importlib.util
     import tempfile
 
@@ -81,6 +83,12 @@ def install_dependencies(
     need = rq.missing(rq.ENGINE_REQUIREMENTS if requirements is None else requirements)
     if torch_available is None:
         torch_available = importlib.util.find_spec("torch") is not None
+        if torch_available and torch_version is None:
+            torch_version = importlib.metadata.version("torch")
+    if torch_available and torch_version is not None:
+        problem = rq.torch_version_problem(torch_version)  # present is not enough
+        if problem is not None:
+            raise IPv2Error(problem)
     if not need and torch_available:
         return True
     if not confirm(rq.confirmation_text(need, torch_needed=not torch_available)):

@@ -72,6 +72,24 @@ def _as_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def torch_version_problem(version: str) -> str | None:
+    """Why an installed torch cannot run the engine (None when it can).
+
+    Presence is not enough: another extension may have installed an older torch, and the
+    engine's models then fail in ways that name no version. IPv2 does not replace it by
+    itself (that extension may need it, and a loaded torch is only replaced on restart).
+    """
+    have = _as_tuple(version)
+    low, high = (2, 1), (3,)
+    if have and low <= have < high:
+        return None
+    return (
+        f"IPv2 needs torch{TORCH_SPEC}, but this Slicer has torch {version}. Install a "
+        f"suitable version with the PyTorch Utils module (PyTorch extension), e.g. version "
+        f"requirement '{TORCH_SPEC}', then restart Slicer."
+    )
+
+
 def missing(
     requirements: Iterable[Requirement] = ENGINE_REQUIREMENTS,
     version_of: VersionLookup = importlib.metadata.version,
