@@ -156,6 +156,30 @@ def test_stop_makes_the_trainer_behind_a_deaf_launcher_checkpoint_and_exit(
 
 
 @pytest.mark.slow
+def test_a_reattached_panel_stops_the_trainer_through_its_stop_file(
+    dataset: Path, tmp_path: Path, launcher: tuple[Path, Path]
+) -> None:
+    """Slicer restarted while a run trains: the new panel re-attaches by the run folder
+    and its Stop uses the stop-request file recorded in process.json, not a signal
+    (which a console-less Windows Slicer cannot send: taskkill without /F asks a window
+    to close, and the trainer has none)."""
+    script, pid_file = launcher
+    out = tmp_path / "run"
+    logic = TrainLogicMixin()
+    with _no_orphans(pid_file):
+        started = logic.startTraining(_panel(dataset, out), python=str(script))
+        _wait_for(started, _first_loss)
+        again = TrainingRun.reattach(out)
+        assert again.job is None and again.pid == _child_pid(pid_file)
+        again.stop()
+        assert started.job.wait(timeout=90) == 0, started.job.log_tail(20)
+        started.poll()
+        assert started.result is not None and started.result["status"] == "stopped"
+        assert started.result["reason"] == "stop request"  # the file, not SIGTERM
+        assert not again.running
+
+
+@pytest.mark.slow
 def test_resume_is_refused_while_the_trainer_runs_and_kill_ends_the_engine(
     dataset: Path, tmp_path: Path, launcher: tuple[Path, Path]
 ) -> None:

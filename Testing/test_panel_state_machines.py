@@ -82,6 +82,47 @@ def test_cancel_stops_the_running_step_and_skips_the_rest(tmp_path: Path) -> Non
     assert not (tmp_path / "next").exists()
 
 
+def test_quitting_stops_the_build_and_a_scene_close_leaves_it_running(tmp_path: Path) -> None:
+    """Issue 13, item 10: the build's queue on application quit (close, stopping) and on
+    scene close (IPv2Train lets a build go on: it writes files, not nodes)."""
+    quit_queue = StepQueue(
+        [("Long", ["unused"]), ("Next", phantom(tmp_path / "next"))],
+        lambda command: Job(SLEEPER) if command == ["unused"] else engine(command),
+    )
+    try:
+        quit_queue.close(stop=True)
+        end = follow(quit_queue)[-1]
+    finally:
+        quit_queue.current.job.kill()
+    assert end.finished and not end.failed and not quit_queue.completed
+    assert quit_queue.cancelled and not (tmp_path / "next").exists()
+
+    detached = BackgroundStep.start("Sleeper", lambda: Job(SLEEPER), resumable=False)
+    try:
+        detached.close(stop=False)
+        time.sleep(1.0)
+        assert detached.job.running  # left alone, not stopped
+    finally:
+        detached.job.kill()
+    assert not follow(detached)[-1].failed  # the user's choice, never a failure
+
+
+def test_ipv2train_stops_the_build_only_when_slicer_quits() -> None:
+    """The module's wiring of the policy above (the application cannot run here)."""
+    import ast
+
+    module = ast.parse((Path(__file__).resolve().parents[1] / "IPv2Train/IPv2Train.py").read_text())
+    methods = {n.name: n for n in ast.walk(module) if isinstance(n, ast.FunctionDef)}
+    assert "self._leaveOrStop(quitting=True)" in ast.unparse(methods["onAboutToQuit"])
+    assert ast.unparse(methods["onSceneStartClose"]).strip().endswith("self._leaveOrStop()")
+    closes = [
+        ast.unparse(node.test)
+        for node in ast.walk(methods["_leaveOrStop"])
+        if isinstance(node, ast.If) and "self._build.close(stop=True)" in ast.unparse(node.body[0])
+    ]
+    assert closes == ["self._build is not None and quitting"]
+
+
 def test_a_process_killed_from_outside_is_a_failure(tmp_path: Path) -> None:
     step = BackgroundStep.start("Sleeper", lambda: Job(SLEEPER))
     assert step.job.pid is not None

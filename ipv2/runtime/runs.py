@@ -172,14 +172,21 @@ class TrainingRun:
     def stop(self) -> None:
         """First click: finish the step, save a checkpoint, exit.
 
-        A Job's stop-request file for a run this panel started; SIGTERM for a run it
-        re-attached to (that process watches no file of ours).
+        A Job's stop-request file for a run this panel started. For a run it re-attached
+        to, the file that run's ``process.json`` names (a trainer started by a Job, in
+        this or an earlier Slicer session), else SIGTERM (a trainer started elsewhere).
         """
         self.stop_requested = True
         if self.job is not None:
             self.job.stop()
         elif self.pid is not None:
-            _signal_group(self.pid, hard=False)
+            path = (self.folder.process() or {}).get("stop_file")
+            if not path:
+                _signal_group(self.pid, hard=False)
+                return
+            with contextlib.suppress(OSError):  # the folder may be gone: the file is all
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text("stop\n", encoding="ascii")
 
     def kill(self) -> None:
         """Second click: end the whole process tree now (the last checkpoint stays)."""
@@ -195,7 +202,8 @@ def _signal_group(pid: int, hard: bool) -> None:
 
     if sys.platform == "win32":  # pragma: no cover
         args = ["taskkill", "/T", "/PID", str(pid)] + (["/F"] if hard else [])
-        subprocess.run(args, capture_output=True, check=False)
+        no_window = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console flash
+        subprocess.run(args, capture_output=True, check=False, creationflags=no_window)
         return
     sig = signal.SIGKILL if hard else signal.SIGTERM
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -56,7 +56,7 @@ from ipv2.models.common import Network
 from ipv2.models.registry import build, get_spec
 from ipv2.runtime.run_lock import LOCK_NAME, RunLock
 from ipv2.runtime.runs import CHECKPOINTS, PROCESS, periodic_checkpoints
-from ipv2.runtime.stop_requests import StopRequest
+from ipv2.runtime.stop_requests import StopRequest, stop_file
 from ipv2.schemes.registry import make_scheme
 from ipv2.training.budget import MAX_SLICES, CheckpointCadence, ValidationPlan, plan_validation
 from ipv2.training.config import TrainConfig
@@ -228,6 +228,9 @@ class Trainer:
                     "argv": sys.argv,
                     "started": time.time(),
                     "resume": self.resume,
+                    # A panel that re-attaches stops the run through this file: signals
+                    # may not reach it (a launcher in between; Windows without a console).
+                    "stop_file": str(stop_file()) if stop_file() is not None else None,
                 },
             )
         self.ctx.barrier()
