@@ -171,3 +171,14 @@ def test_detached_job_keeps_draining_without_queuing(tmp_path: Path) -> None:
     assert job.wait(timeout=60) == 0  # would hang on a full pipe if nobody read it
     assert job.poll() == []
     assert job.last_progress is not None and job.last_progress["done"] == 2999
+
+
+def test_jobs_open_no_console_window_on_windows() -> None:
+    """Issue 13, item 11: each job was a console window on Windows. The flags are the
+    Win32 values (0x08000000 CREATE_NO_WINDOW, 0x200 CREATE_NEW_PROCESS_GROUP)."""
+    from ipv2.runtime.jobs import popen_options
+
+    windows = popen_options(windows=True)
+    assert windows["creationflags"] & 0x08000000 and windows["creationflags"] & 0x200
+    assert "start_new_session" not in windows
+    assert popen_options(windows=False) == {"start_new_session": True}

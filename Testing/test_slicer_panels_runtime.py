@@ -123,6 +123,22 @@ def test_unset_source_and_model_are_not_inspected() -> None:
     assert heavy == "[]"
 
 
+def test_a_model_card_needs_no_torch(tmp_path: Path) -> None:
+    """Defect 3's second half: before the first install torch is missing; the model card
+    of a real model folder is read from its JSON alone then, no ImportError escapes."""
+    from factories import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "m")
+    out = _run(
+        "import sys\n"
+        "sys.modules['torch'] = None  # a Slicer without torch yet: import torch fails\n"
+        "from ipv2.slicer.denoise_logic import DenoiseLogicMixin as D\n"
+        f"print(D.describeModel({str(model)!r}))\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Model:        ffm network") and "SHA-256" in out.stdout
+
+
 # -- 4. the compare layout is three axial views --------------------------------------------
 
 

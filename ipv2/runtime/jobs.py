@@ -110,17 +110,7 @@ class Job:
     def start(self) -> Job:
         if self._process is not None:
             raise RuntimeError("job already started")
-        kwargs: dict[str, Any] = {}
-        if _WINDOWS:
-            # No console window per job (slicer.util.launchConsoleProcess hides it with
-            # STARTUPINFO SW_HIDE; CREATE_NO_WINDOW creates none, so nothing flashes).
-            # A new group so console Ctrl events of the parent never reach the job.
-            kwargs["creationflags"] = (
-                subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-                | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
-            )
-        else:
-            kwargs["start_new_session"] = True  # own process group: the tree dies together
+        kwargs = popen_options()
         self._control = Path(tempfile.mkdtemp(prefix="ipv2-job-"))
         env = dict(os.environ if self.env is None else self.env)
         env[STOP_FILE_ENV] = str(self._control / "stop")
@@ -256,7 +246,7 @@ class Job:
                     ["taskkill", "/T", "/F", "/PID", str(pid)],
                     capture_output=True,
                     check=False,
-                    creationflags=subprocess.CREATE_NO_WINDOW,  # type: ignore[attr-defined]
+                    creationflags=CREATE_NO_WINDOW,
                 )
             return
         try:
@@ -359,6 +349,24 @@ class Job:
             self.result = event
         elif kind == "error":
             self.error_message = str(event.get("message", ""))
+
+
+# Windows process creation flags (values from the Win32 API; subprocess has them on Windows only).
+CREATE_NEW_PROCESS_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x00000200)
+CREATE_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
+
+
+def popen_options(windows: bool = _WINDOWS) -> dict[str, Any]:
+    """How a job's process is created.
+
+    Windows: no console window per job (slicer.util.launchConsoleProcess hides one with
+    STARTUPINFO SW_HIDE; CREATE_NO_WINDOW creates none, so nothing flashes), in a new
+    group so console Ctrl events of the parent never reach the job. Elsewhere: its own
+    session and process group, so the tree dies together.
+    """
+    if windows:
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
 
 
 def progress_fraction(event: Event | None) -> float:
