@@ -191,9 +191,10 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
 
     def onParameterChanged(self, caller=None, event=None):
         p = self._parameterNode
+        keep = [p.uldctVolume, p.ndctVolume] if p else []  # hiding a current one switches it
+        hide_outputs_from([self.ui.uldctSelector, self.ui.ndctSelector], slicer.mrmlScene, keep)
         ready = bool(p and p.uldctVolume)
         idle = self._task is None  # one background task at a time
-        hide_outputs_from([self.ui.uldctSelector, self.ui.ndctSelector], slicer.mrmlScene)
         self.ui.denoiseButton.enabled = ready and bool(path_text(p.modelPath)) and idle
         self.ui.previewFusionButton.enabled = ready and bool(p.ndctVolume) and idle
         self.ui.createFusionVolumesButton.enabled = ready and bool(p.ndctVolume) and idle
@@ -253,6 +254,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         self.ui.changeMapSummaryLabel.text = ""
 
     def startTask(self, task):
+        self.closeTask()  # one at a time (the buttons are disabled while one runs)
         self._task = task
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
@@ -272,8 +274,8 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         self.ui.changeMapSummaryLabel.text = self.logic.showChangeMap(self._parameterNode, checked)
 
     def onCancel(self):
-        if self._task is not None:
-            self.ui.logTextEdit.appendPlainText(self._task.cancel())
+        if self._task is not None and self._task.job is not None:
+            self.ui.logTextEdit.appendPlainText(self._task.cancel() or "Already ended.")
 
     @panel_action("Showing the result failed.", busy=False)
     def onPollTask(self):
@@ -286,12 +288,11 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
             self.ui.logTextEdit.appendPlainText(line)
         self.ui.progressBar.value = int(100 * view.fraction)
         self.ui.timeLabel.text = view.status  # purification tasks: also under their buttons
-        self.ui.previewStatusLabel.text = view.status if task.kind != "denoise" else ""
+        if task.kind != "denoise":  # denoising leaves the live preview's line alone
+            self.ui.previewStatusLabel.text = view.status
         if view.outcome is None:
             return
-        self._timer.stop()
-        self._task = None
-        self.ui.cancelButton.enabled = False
+        self.closeTask()  # it has ended: this only lets go of it
         self.onParameterChanged()
         outcome = view.outcome
         if outcome.node is None:  # cancelled: a log line; failed: a dialog with the details
@@ -300,9 +301,7 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
                 slicer.util.errorDisplay(outcome.message, detailedText=outcome.details)
             return
         p = self._parameterNode
-        if task.kind == "volumes":
-            for warning in outcome.node.get("warnings", []):
-                self.ui.logTextEdit.appendPlainText(f"warning: {warning}")
+        if task.kind == "volumes":  # its warnings are already in the log (ipv2 purify)
             self.logic.showCompare(p, outcome.node.get("training_input"))
             return
         if task.kind == "denoise":

@@ -117,6 +117,20 @@ def test_the_output_volume_selector_is_written_and_inputs_are_refused(
     assert outcome.node is chosen and p.denoisedVolume is chosen
     assert not np.array_equal(volume_from_node(chosen).array, phantom.ndct.array)
     assert _volumes(scene) == ["NDCT", "my result", "uLDCT"]  # no new node
+    # Reused for a second run: the old change map is dropped, not shown as this run's.
+    chosen.SetNodeReferenceID("ipv2ChangeMap", source.GetID())
+    chosen.SetNodeReferenceID("ipv2ChangeDifference", source.GetID())
+    assert follow(logic.startDenoise(p, workdir=str(tmp_path / "w2")))[-1].outcome.node is chosen
+    assert chosen.GetNodeReference("ipv2ChangeMap") is None
+    assert chosen.GetNodeReference("ipv2ChangeDifference") is None
+    # The chosen output deleted during the run: the result goes to a new node instead.
+    doomed = node_from_volume(phantom.ndct, "doomed", scene)
+    p.outputVolume = doomed
+    task = logic.startDenoise(p, workdir=str(tmp_path / "w3"))
+    scene.RemoveNode(doomed)
+    fresh = follow(task)[-1].outcome.node
+    assert fresh is not doomed and fresh.GetScene() is scene
+    assert fresh.GetName() == "uLDCT IPv2 denoised"
     for an_input in (source, ndct):  # never overwrite what the run reads
         p.outputVolume = an_input
         with pytest.raises(IPv2Error, match="is an input of this run"):
@@ -186,10 +200,13 @@ def test_ipv1_previews_at_once_and_ipv2_previews_in_a_job(scene, case, tmp_path:
     logic = _logic()
     u_node = node_from_volume(case.uldct, "uLDCT", scene)
     n_node = node_from_volume(case.ndct, "NDCT", scene)
+    # A user's own volume that happens to carry the preview's name is never refilled.
+    mine = node_from_volume(case.ndct, "uLDCT IPv1 label preview", scene)
     quick = logic.previewFusion(_panel(u_node, n_node, fusionKind="IPv1 label"), 1)
     assert quick.job is None  # blends of the pair: no child process needed
     node = follow(quick)[-1].outcome.node
-    assert node.GetName() == "uLDCT IPv1 label preview"
+    assert node is not mine and node.GetName().startswith("uLDCT IPv1 label preview")
+    np.testing.assert_array_equal(volume_from_node(mine).array, case.ndct.array)
     again = follow(logic.previewFusion(_panel(u_node, n_node, fusionKind="IPv1 label"), 2))
     assert again[-1].outcome.node is node  # reused, not piling up
 
@@ -252,3 +269,26 @@ def test_ipv2_outputs_are_marked_and_left_out_of_the_input_selectors(
     proxy = SimpleNamespace(hiddenNodeIDs=[])
     hide_outputs_from([SimpleNamespace(sortFilterProxyModel=lambda: proxy)], scene)
     assert sorted(proxy.hiddenNodeIDs) == sorted(own_output_ids(scene))
+    # A current choice stays listed: hiding it would make Qt select another volume.
+    hide_outputs_from([SimpleNamespace(sortFilterProxyModel=lambda: proxy)], scene, [denoised])
+    assert denoised.GetID() not in proxy.hiddenNodeIDs and len(proxy.hiddenNodeIDs) == 3
+
+
+def test_a_task_whose_loading_and_clean_up_fail_still_ends_visibly(tmp_path: Path) -> None:
+    """The panel's timer must not poll an ended task forever: any failure while loading
+    or discarding becomes a failure outcome with the traceback."""
+    import sys
+
+    from ipv2.runtime.jobs import Job
+    from ipv2.slicer.engine_task import EngineTask
+
+    def broken() -> None:
+        raise OSError("disk gone")
+
+    command = ["phantom", "--out", str(tmp_path / "p"), "--size", "32", "--slices", "2"]
+    job = Job.engine(command, python=sys.executable).start()
+    task = EngineTask("volumes", "Test", job, load=lambda: 1 / 0, discard=broken)
+    outcome = follow(task)[-1].outcome
+    assert outcome.failed and outcome.node is None
+    assert "OSError: disk gone" in outcome.message and "ZeroDivisionError" in outcome.details
+    assert task.poll().outcome is None and not task.running

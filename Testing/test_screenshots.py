@@ -11,7 +11,7 @@ from PIL import Image
 
 def test_screenshots_show_the_scenes_masks_and_the_panels_curve(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from ipv2.benchmarks.mask_montage import PANEL
-    from ipv2.slicer.screenshots import denoise_screenshots, train_screenshot
+    from ipv2.benchmarks.screenshots import denoise_screenshots, train_screenshot
     from ipv2.slicer.segments import segment_array
 
     masks_png, compare_png = denoise_screenshots(tmp_path, size=64, slices=4)

@@ -13,11 +13,16 @@ from typing import Any
 
 from ipv2.core.errors import IPv2Error
 from ipv2.slicer import workflows
-from ipv2.slicer.change_map_step import update_change_map
-from ipv2.slicer.dependencies import install_dependencies
+from ipv2.slicer.change_map_step import (
+    DIFFERENCE_REFERENCE,
+    LABELS_REFERENCE,
+    update_change_map,
+)
+from ipv2.slicer.dependencies import check_torch_version, install_dependencies
 from ipv2.slicer.engine_task import EngineTask
 from ipv2.slicer.model_picker import ModelChoice, describe_model, install_model, model_choices
 from ipv2.slicer.nodes import output_name, scene_or_default
+from ipv2.slicer.own_outputs import reusable_preview
 from ipv2.slicer.paths import optional_path, path_text
 from ipv2.slicer.purify_run import discard as discard_purify
 from ipv2.slicer.purify_run import load_preview, load_volumes, purify_command, start_purify
@@ -37,6 +42,15 @@ def fusion_key(value: str) -> str:
         if value in (key, label):
             return key
     raise IPv2Error(f"unknown fusion {value!r}; choose one of {', '.join(FUSION_LABELS.values())}")
+
+
+def _refuse_input_as_output(target: Any, p: Any) -> None:
+    """Never write the result over a volume the run reads."""
+    if target is not None and target in (p.uldctVolume, p.ndctVolume):
+        raise IPv2Error(
+            f"the output volume {target.GetName()!r} is an input of this run: choose "
+            "another output volume, or 'Create new volume'"
+        )
 
 
 class DenoiseLogicMixin:
@@ -83,7 +97,7 @@ class DenoiseLogicMixin:
                 p.uldctVolume, p.ndctVolume, k, kind=kind, recipe_options=self.recipeOptions(p)
             )
             node = workflows.show_volume(
-                volume, name, scene_or_default(None).GetFirstNodeByName(name)
+                volume, name, reusable_preview(scene_or_default(None), name)
             )
             return EngineTask.finished("preview", node)
         if what == "label" and not weak:
@@ -91,6 +105,8 @@ class DenoiseLogicMixin:
                 "the IPv2 label needs the weak denoiser (Module 3, Remove Noise): choose its "
                 "checkpoint folder as the model, or preview the IPv1 label"
             )
+        if weak:
+            check_torch_version()  # the weak denoiser is a network
         options = purify_command(strategy, self.recipeOptions(p), weak)
         run = start_purify(
             p.uldctVolume, p.ndctVolume, options, strategy=strategy, only=what, k=k, workdir=workdir
@@ -108,6 +124,8 @@ class DenoiseLogicMixin:
         kind = fusion_key(p.fusionKind)
         strategy = kind.split("-")[0]
         weak = path_text(p.modelPath) if kind == "ipv2-label" else None
+        if weak:
+            check_torch_version()  # the weak denoiser is a network
         options = purify_command(strategy, self.recipeOptions(p), weak or None)
         run = start_purify(p.uldctVolume, p.ndctVolume, options, strategy=strategy, workdir=workdir)
         return EngineTask(
@@ -174,12 +192,10 @@ class DenoiseLogicMixin:
     def startDenoise(self, p: Any, workdir: str | None = None) -> EngineTask:
         """``ipv2 denoise`` on the uLDCT in the background; the result goes to the output
         volume chosen in the panel, else to a new node, and is filed under its source."""
+        check_torch_version()  # the child process imports it; say what is wrong here
         target = getattr(p, "outputVolume", None)
-        if target is not None and target in (p.uldctVolume, p.ndctVolume):
-            raise IPv2Error(
-                f"the output volume {target.GetName()!r} is an input of this run: choose "
-                "another output volume, or 'Create new volume'"
-            )
+        _refuse_input_as_output(target, p)
+        target_id = target.GetID() if target is not None else None  # looked up again at load
         run = workflows.start_denoise(
             p.uldctVolume,
             path_text(p.modelPath),
@@ -193,7 +209,13 @@ class DenoiseLogicMixin:
         )
 
         def load() -> Any:
-            node = workflows.finish_denoise(run, node=target)
+            # The chosen output may have been deleted or made an input meanwhile.
+            node = scene_or_default(None).GetNodeByID(target_id) if target_id else None
+            _refuse_input_as_output(node, p)
+            if node is not None:  # a reused node: its old change map is not this run's
+                node.RemoveNodeReferenceIDs(LABELS_REFERENCE)
+                node.RemoveNodeReferenceIDs(DIFFERENCE_REFERENCE)
+            node = workflows.finish_denoise(run, node=node)
             self.fileDenoised(p, node, run)  # type: ignore[attr-defined]  # DicomExportMixin
             return node
 

@@ -83,12 +83,8 @@ def install_dependencies(
     need = rq.missing(rq.ENGINE_REQUIREMENTS if requirements is None else requirements)
     if torch_available is None:
         torch_available = importlib.util.find_spec("torch") is not None
-        if torch_available and torch_version is None:
-            torch_version = importlib.metadata.version("torch")
     if torch_available and torch_version is not None:
-        problem = rq.torch_version_problem(torch_version)  # present is not enough
-        if problem is not None:
-            raise IPv2Error(problem)
+        check_torch_version(torch_version)
     if not need and torch_available:
         return True
     if not confirm(rq.confirmation_text(need, torch_needed=not torch_available)):
@@ -122,6 +118,29 @@ def install_dependencies(
             os.unlink(constraints)
     importlib.invalidate_caches()
     return True
+
+
+def check_torch_version(version: str | None = None) -> None:
+    """Refuse an installed torch the engine cannot use (present is not enough), naming
+    the fix; nothing when torch is absent (the install offers it) or suitable.
+
+    Called by the actions that run a network (denoising, the weak denoiser), not by the
+    dependency check every button makes: the masks and IPv1 fusions need no torch, and
+    another extension's older torch must not block them.
+    """
+    import importlib.metadata
+
+    import ipv2.slicer.requirements as rq
+    from ipv2.core.errors import IPv2Error
+
+    if version is None:
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            return
+    problem = rq.torch_version_problem(version)
+    if problem is not None:
+        raise IPv2Error(problem)
 
 
 def _failure_text(names: str, exc: BaseException) -> str:

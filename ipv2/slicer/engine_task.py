@@ -111,7 +111,7 @@ class EngineTask:
         if self._ended:
             return TaskView(running=False, status=f"{self.title}: ended")
         job = self.job
-        if job is None:
+        if job is None:  # finished at once (its load only hands the result over)
             self._ended = True
             return TaskView(fraction=1.0, running=False, outcome=RunOutcome(node=self._load()))
         running = job.running
@@ -127,7 +127,13 @@ class EngineTask:
             view.status = f"{self.title}: {job.status_text()}"
             return view
         self._ended = True
-        view.outcome = self._conclude(job)
+        try:
+            view.outcome = self._conclude(job)
+        except Exception as exc:  # even a failing clean-up must end the task visibly
+            view.outcome = RunOutcome(
+                message=f"{self.title} failed: {type(exc).__name__}: {exc}",
+                details=traceback.format_exc(),
+            )
         view.status = f"{self.title}: {view.outcome.message}"
         if view.outcome.node is not None:
             view.fraction = 1.0

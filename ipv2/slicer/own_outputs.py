@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 OUTPUT_ATTRIBUTE = "IPv2.Output"
+PREVIEW_ATTRIBUTE = "IPv2.Preview"  # which preview a node holds (its name may be made unique)
 
 
 def mark_output(node: Any, role: str) -> Any:
@@ -39,9 +40,32 @@ def first_input_volume(scene: Any) -> Any:
     return None
 
 
-def hide_outputs_from(selectors: list[Any], scene: Any) -> None:
+def hide_outputs_from(selectors: list[Any], scene: Any, keep: list[Any] | None = None) -> None:
     """Hide IPv2's outputs in these qMRMLNodeComboBoxes (their proxy model's
-    ``hiddenNodeIDs``); called whenever the panel updates, so new outputs drop out."""
-    hidden = own_output_ids(scene)
+    ``hiddenNodeIDs``); called whenever the panel updates, so new outputs drop out.
+
+    Nodes in ``keep`` (the current choices) stay listed: hiding a combo box's current
+    node makes Qt select its neighbour, which would switch the panel's input silently.
+    """
+    kept = {node.GetID() for node in keep or [] if node is not None}
+    hidden = [node_id for node_id in own_output_ids(scene) if node_id not in kept]
     for selector in selectors:
         selector.sortFilterProxyModel().hiddenNodeIDs = hidden
+
+
+def mark_preview(node: Any, name: str) -> Any:
+    """Mark ``node`` as IPv2's preview ``name`` (see :func:`reusable_preview`)."""
+    node.SetAttribute(PREVIEW_ATTRIBUTE, name)
+    return mark_output(node, "preview")
+
+
+def reusable_preview(scene: Any, name: str) -> Any:
+    """The preview ``name`` to refill, or None. Found by its mark, not by its node name:
+    a user's node that happens to have that name is never overwritten (and the preview,
+    then created as "name_1", is still found the next time)."""
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(PREVIEW_ATTRIBUTE) == name:
+            return node
+    return None

@@ -21,7 +21,7 @@ from ipv2.core.errors import InputError
 from ipv2.core.json_files import read_json_object
 from ipv2.runtime.jobs import Job
 from ipv2.slicer.nodes import node_from_volume, output_name, scene_or_default, volume_from_node
-from ipv2.slicer.own_outputs import mark_output
+from ipv2.slicer.own_outputs import mark_output, mark_preview, reusable_preview
 from ipv2.slicer.segments import update_mask_segmentation
 
 OUTPUT_FILES = {"input": "train_input.nrrd", "label": "eval_label.nrrd"}
@@ -83,12 +83,12 @@ def start_purify(
         u, n = u.slices(k, k + 1), n.slices(k, k + 1)
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ipv2-purify-"))
     folder.mkdir(parents=True, exist_ok=True)
-    command = ["purify", "--uldct", str(write_volume(u, folder / "uldct.nrrd"))]
-    command += ["--ndct", str(write_volume(n, folder / "ndct.nrrd"))]
-    command += ["--out-dir", str(folder / "out"), *options]
-    if only is not None:
-        command += ["--only", only]
-    try:
+    try:  # a failed write or start leaves no copy of the patient's scans behind
+        command = ["purify", "--uldct", str(write_volume(u, folder / "uldct.nrrd"))]
+        command += ["--ndct", str(write_volume(n, folder / "ndct.nrrd"))]
+        command += ["--out-dir", str(folder / "out"), *options]
+        if only is not None:
+            command += ["--only", only]
         job = Job.engine(command, python=python or slicer_python()).start()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -110,12 +110,15 @@ def load_volumes(run: PurifyRun, scene: Any | None = None) -> dict[str, Any]:
     outputs = report.get("outputs", {})
     label = run.strategy.upper()
     out: dict[str, Any] = {"warnings": [str(w) for w in report.get("warnings", [])]}
-    for key, title in (("training_input", "training input"), ("evaluation_label", "label")):
-        if key in outputs:
-            volume = read_volume(run.out_dir / outputs[key])
-            node = node_from_volume(volume, output_name(source, f"{label} {title}"), scene)
-            out[key] = mark_output(node, title)
+    if "masks" not in outputs:
+        raise InputError("the purification report lists no masks (see the log)")
+    # Everything read before any node is made: a bad file leaves the scene as it was.
     labels = read_volume(run.out_dir / outputs["masks"]).array
+    titles = {"training_input": "training input", "evaluation_label": "label"}
+    volumes = {key: read_volume(run.out_dir / outputs[key]) for key in titles if key in outputs}
+    for key, volume in volumes.items():
+        node = node_from_volume(volume, output_name(source, f"{label} {titles[key]}"), scene)
+        out[key] = mark_output(node, titles[key])
     out["masks"] = update_mask_segmentation(
         {"background": labels == 0, "body": labels == 1, "lung": labels == 2},
         source,
@@ -136,8 +139,8 @@ def load_preview(run: PurifyRun, name: str, scene: Any | None = None) -> Any:
     if not path.is_file():
         raise InputError(f"the purification wrote no {_TITLES[run.only]} (see the log)")
     volume = read_volume(path)
-    node = node_from_volume(volume, name, scene=scene, node=scene.GetFirstNodeByName(name))
-    mark_output(node, "preview")
+    node = node_from_volume(volume, name, scene=scene, node=reusable_preview(scene, name))
+    mark_preview(node, name)
     discard(run)
     return node
 

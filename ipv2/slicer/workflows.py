@@ -27,7 +27,7 @@ from ipv2.core.errors import InputError
 from ipv2.core.volume import Volume
 from ipv2.runtime.jobs import Job
 from ipv2.slicer.nodes import node_from_volume, output_name, scene_or_default, volume_from_node
-from ipv2.slicer.own_outputs import mark_output
+from ipv2.slicer.own_outputs import mark_output, mark_preview
 from ipv2.slicer.segments import update_mask_segmentation
 
 FUSION_KINDS = ("ipv1-input", "ipv1-label", "ipv2-input", "ipv2-label")
@@ -227,7 +227,7 @@ def show_volume(
     volume: Volume, name: str, node: Any | None = None, *, scene: Any | None = None
 ) -> Any:
     """Put a (preview) volume into a reused node, keeping the display settings."""
-    return mark_output(node_from_volume(volume, name, scene=scene, node=node), "preview")
+    return mark_preview(node_from_volume(volume, name, scene=scene, node=node), name)
 
 
 def purify_nodes(
@@ -344,11 +344,15 @@ def start_denoise(
     read_metadata(model)  # refuse a non-model before doing any work
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ipv2-denoise-"))
     folder.mkdir(parents=True, exist_ok=True)
-    source = write_volume(volume_from_node(u_node), folder / "input.nrrd")
     target = folder / "denoised.nrrd"
-    command = ["denoise", "--input", str(source), "--model", str(model), "--out", str(target)]
-    command += (settings or DenoiseSettings()).arguments()
-    job = Job.engine(command, python=python or slicer_python()).start()
+    try:  # a failed write or start leaves no copy of the patient's scan behind
+        source = write_volume(volume_from_node(u_node), folder / "input.nrrd")
+        command = ["denoise", "--input", str(source), "--model", str(model), "--out", str(target)]
+        command += (settings or DenoiseSettings()).arguments()
+        job = Job.engine(command, python=python or slicer_python()).start()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return DenoiseRun(job, source, target, input_node_id=u_node.GetID(), workdir=folder)
 
 

@@ -1,6 +1,6 @@
 """Screenshots of both panels' results for the Extension Index, drawn from a real MRML scene.
 
-``python -m ipv2.slicer.screenshots --out Resources/Screenshots`` writes
+``python -m ipv2.benchmarks.screenshots --out Resources/Screenshots`` writes
 
 - ``IPv2Denoise-masks.png``: a uLDCT slice in the lung window under the panel's
   "Masks for all slices" segmentation (lung red, the body's outline green);
