@@ -35,26 +35,19 @@ def _logic() -> Any:
 
 
 def _panel(u_node: Any, n_node: Any = None, **values: Any) -> SimpleNamespace:
-    base: dict[str, Any] = dict(
-        uldctVolume=u_node,
-        ndctVolume=n_node,
-        outputVolume=None,
-        denoisedVolume=None,
-        modelPath=Path(),
-        maskVariant="paper",
-        useFixedThreshold=False,
-        fixedThreshold=-400.0,
-        openingRadius=1,
-        textureMix=0.1,
-        fusionKind="IPv2 training input",
-        steps=1,
-        device="cpu",
-        batchSize=0,
-        halfPrecision=False,
-        changeMap=False,
-    )
-    base.update(values)
-    return SimpleNamespace(**base)
+    from ipv2.slicer.denoise_logic import panel_values
+
+    base = dict(steps=1, device="cpu", halfPrecision=False)
+    return panel_values(u_node, n_node, **{**base, **values})
+
+
+def test_panel_values_name_every_parameter_of_the_module() -> None:
+    from module_checks import parameter_fields
+
+    from ipv2.slicer.denoise_logic import panel_values
+
+    module = Path(__file__).resolve().parents[1] / "IPv2Denoise/IPv2Denoise.py"
+    assert set(vars(panel_values())) == set(parameter_fields(module, "IPv2DenoiseParameterNode"))
 
 
 def _volumes(scene: Any) -> list[str]:

@@ -145,27 +145,11 @@ def test_bad_model_is_refused_before_any_work(nodes, tmp_path: Path) -> None:  #
 
 
 def _panel(u_node, n_node, **overrides):  # type: ignore[no-untyped-def]
-    """Values as the IPv2Denoise parameter node holds them."""
-    from types import SimpleNamespace
+    """Values as the IPv2Denoise parameter node holds them (the panel shows readable labels)."""
+    from ipv2.slicer.denoise_logic import panel_values
 
-    values = dict(
-        uldctVolume=u_node,
-        ndctVolume=n_node,
-        modelPath="",
-        livePreview=True,
-        maskVariant="paper",
-        useFixedThreshold=False,
-        fixedThreshold=-400.0,
-        openingRadius=1,
-        textureMix=0.1,
-        fusionKind="IPv1 label",  # the panel shows readable labels
-        steps=0,
-        device="cpu",
-        batchSize=0,
-        halfPrecision=False,
-    )
-    values.update(overrides)
-    return SimpleNamespace(**values)
+    base = dict(fusionKind="IPv1 label", device="cpu", halfPrecision=False)
+    return panel_values(u_node, n_node, **{**base, **overrides})
 
 
 def test_panel_logic_drives_the_workflows(scene, nodes, case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,6 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,25 +36,11 @@ FOOTER = (
 )
 
 
-def _panel(u_node: Any, n_node: Any, model: Path | None) -> SimpleNamespace:
-    """The IPv2Denoise parameter node's fields at their defaults."""
-    return SimpleNamespace(
-        uldctVolume=u_node,
-        ndctVolume=n_node,
-        outputVolume=None,
-        denoisedVolume=None,
-        modelPath=model or Path(),
-        maskVariant="paper",
-        useFixedThreshold=False,
-        fixedThreshold=-400.0,
-        openingRadius=1,
-        textureMix=0.1,
-        fusionKind="IPv2 training input",
-        steps=0,
-        device="cpu",
-        batchSize=0,
-        halfPrecision=False,
-        changeMap=False,
+def _panel(u_node: Any, n_node: Any, model: Path | None) -> Any:
+    from ipv2.slicer.denoise_logic import panel_values
+
+    return panel_values(
+        u_node, n_node, modelPath=model or Path(), device="cpu", halfPrecision=False
     )
 
 

@@ -9,6 +9,8 @@ what needs the running application (slice views, layouts, dialogs) stays in the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ipv2.core.errors import IPv2Error
@@ -42,6 +44,32 @@ def fusion_key(value: str) -> str:
         if value in (key, label):
             return key
     raise IPv2Error(f"unknown fusion {value!r}; choose one of {', '.join(FUSION_LABELS.values())}")
+
+
+def panel_values(u_node: Any = None, n_node: Any = None, **overrides: Any) -> SimpleNamespace:
+    """IPv2DenoiseParameterNode's fields at their defaults, for scripts that drive the
+    logic without the panel (the screenshots, tests); a test keeps the names in step."""
+    values: dict[str, Any] = dict(
+        uldctVolume=u_node,
+        ndctVolume=n_node,
+        outputVolume=None,
+        denoisedVolume=None,
+        modelPath=Path(),
+        livePreview=True,
+        maskVariant="paper",
+        useFixedThreshold=False,
+        fixedThreshold=-400.0,
+        openingRadius=1,
+        textureMix=0.1,
+        fusionKind=FUSION_LABELS["ipv2-input"],
+        steps=0,
+        device="auto",
+        batchSize=0,
+        halfPrecision=True,
+        changeMap=False,
+    )
+    values.update(overrides)
+    return SimpleNamespace(**values)
 
 
 def _refuse_input_as_output(target: Any, p: Any) -> None:
