@@ -113,9 +113,11 @@ def test_the_output_volume_selector_is_written_and_inputs_are_refused(
     # Reused for a second run: the old change map is dropped, not shown as this run's.
     chosen.SetNodeReferenceID("ipv2ChangeMap", source.GetID())
     chosen.SetNodeReferenceID("ipv2ChangeDifference", source.GetID())
+    chosen.SetAttribute("DICOM.instanceUIDs", "1.2.3.4 1.2.3.5")  # loaded from DICOM
     assert follow(logic.startDenoise(p, workdir=str(tmp_path / "w2")))[-1].outcome.node is chosen
     assert chosen.GetNodeReference("ipv2ChangeMap") is None
     assert chosen.GetNodeReference("ipv2ChangeDifference") is None
+    assert chosen.GetAttribute("DICOM.instanceUIDs") is None
     # The chosen output deleted during the run: the result goes to a new node instead.
     doomed = node_from_volume(phantom.ndct, "doomed", scene)
     p.outputVolume = doomed

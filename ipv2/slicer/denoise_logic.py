@@ -240,9 +240,12 @@ class DenoiseLogicMixin:
             # The chosen output may have been deleted or made an input meanwhile.
             node = scene_or_default(None).GetNodeByID(target_id) if target_id else None
             _refuse_input_as_output(node, p)
-            if node is not None:  # a reused node: its old change map is not this run's
+            if node is not None:  # a reused node: its old change map is not this run's,
                 node.RemoveNodeReferenceIDs(LABELS_REFERENCE)
                 node.RemoveNodeReferenceIDs(DIFFERENCE_REFERENCE)
+                # nor are the DICOM instances it was loaded from (Slicer sets this in
+                # Modules/Scripted/DICOMPlugins/DICOMScalarVolumePlugin.py; never reuse them).
+                node.RemoveAttribute("DICOM.instanceUIDs")
             node = workflows.finish_denoise(run, node=node)
             self.fileDenoised(p, node, run)  # type: ignore[attr-defined]  # DicomExportMixin
             return node
