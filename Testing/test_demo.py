@@ -39,6 +39,18 @@ def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
     ]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["comparison"] == metrics["comparison"]
+    # Built in a temporary ".demo.partial-*" folder: no file inside may still name it
+    # (training configs, the student's teacher, manifests, logs point into the result).
+    stale = [
+        str(f.relative_to(out))
+        for f in out.rglob("*")
+        if f.is_file()
+        and f.suffix in {".json", ".jsonl", ".csv", ".html", ".md", ".txt"}
+        and ".partial-" in f.read_text(encoding="utf-8")
+    ]
+    assert stale == []
+    student_config = json.loads((out / "student-ipv2" / "student" / "config.json").read_text())
+    assert str(out) in json.dumps(student_config)  # its paths lead into the published folder
     rows = saved["rows"]
     assert set(rows) == {
         "uldct (input)",

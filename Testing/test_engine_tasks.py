@@ -287,3 +287,30 @@ def test_a_task_whose_loading_and_clean_up_fail_still_ends_visibly(tmp_path: Pat
     assert outcome.failed and outcome.node is None
     assert "OSError: disk gone" in outcome.message and "ZeroDivisionError" in outcome.details
     assert task.poll().outcome is None and not task.running
+
+
+def test_cancel_reaches_the_denoiser_through_its_stop_file(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Defect 1 on the denoising side: Cancel writes the stop-request file, which the
+    denoiser polls between batches (no signal, which a launcher would swallow); it ends
+    with a ``cancelled`` done event and nothing is written."""
+    import time
+
+    logic = _logic()
+    source = node_from_volume(make_phantom(64, 24, seed=3).uldct, "uLDCT", scene)
+    p = _panel(source, modelPath=tiny_checkpoint(tmp_path / "m"), steps=40, batchSize=1)
+    task = logic.startDenoise(p, workdir=str(tmp_path / "w"))
+    deadline = time.monotonic() + 120
+    while task.job.fraction == 0 and task.job.running and time.monotonic() < deadline:
+        task.job.poll()
+        time.sleep(0.05)
+    assert task.job.running and task.job.engine_pid is not None  # past start-up, denoising
+    task.cancel()
+    outcome = follow(task)[-1].outcome
+    assert outcome.message == "Cancelled; nothing was written." and not outcome.failed
+    result = task.job.result or {}
+    assert result.get("status") == "cancelled", task.job.log_tail(10)
+    # The engine stopped itself between steps (Job.stop sends no signal once the engine
+    # has announced its pid): a cooperative stop, not the kill after the grace period.
+    assert str(result.get("message")).startswith("sampling cancelled after"), result
+    assert task.job.returncode is not None and task.job.returncode >= 0
+    assert not (tmp_path / "w").exists()

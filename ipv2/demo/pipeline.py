@@ -30,6 +30,7 @@ from ipv2.demo.student import distill_student, student_checks
 from ipv2.inference.denoise import DenoiseOptions, denoise_volume
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_checkpoint
+from ipv2.io.relocate import repoint_paths
 from ipv2.metrics import RegionMasks, reference_metrics
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import write_case
@@ -134,6 +135,7 @@ def run_demo(
     clock = StageClock()
     window = HUWindow(*config.window)
     with atomic_output_dir(out_dir) as root:
+        temporary = (root.resolve(), root)  # the names written inside, repointed below
         data = root / "phantom"
         data.mkdir()
         cases = write_phantoms(config, data, rep)
@@ -224,6 +226,9 @@ def run_demo(
         metrics["total_seconds"] = round(sum(clock.seconds.values()), 1)
         write_json_atomic(root / "metrics.json", metrics)
         write_report(root, test, outputs, labels=labels, metrics=metrics)
+    final = Path(out_dir)
+    for old, new in zip(temporary, (final.resolve(), final), strict=True):
+        repoint_paths(final, old, new)  # configs, manifests, logs: the published folder
     rep.done(status="ok", out=str(out_dir), **metrics["comparison"])
     return metrics
 
