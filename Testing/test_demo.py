@@ -51,6 +51,16 @@ def test_toy_demo_writes_report_and_metrics(tmp_path: Path) -> None:
     assert stale == []
     student_config = json.loads((out / "student-ipv2" / "student" / "config.json").read_text())
     assert str(out) in json.dumps(student_config)  # its paths lead into the published folder
+    # The datasets' fingerprints (hashes of their manifests) moved with the paths.
+    from ipv2.data.training_pairs import read_dataset_info
+
+    fingerprint = read_dataset_info(out / "dataset-ipv2").fingerprint
+    distilled = json.loads((out / "student-ipv2" / "distill.json").read_text())
+    assert distilled["data_fingerprint"] == fingerprint
+    teacher = json.loads(
+        next((out / "model-ipv2" / "checkpoints").glob("*/model.json")).read_text()
+    )
+    assert teacher["data_fingerprint"] == fingerprint
     rows = saved["rows"]
     assert set(rows) == {
         "uldct (input)",

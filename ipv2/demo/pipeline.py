@@ -24,13 +24,14 @@ from ipv2.core.events import Reporter
 from ipv2.core.hu_window import HUWindow
 from ipv2.core.volume import Volume
 from ipv2.data.build import BuildConfig, build_dataset
+from ipv2.data.training_pairs import read_dataset_info
 from ipv2.demo.checks import fidelity_checks
 from ipv2.demo.config import STRATEGIES, STUDENT, STUDENT_STEPS, DemoConfig, model_title
 from ipv2.demo.student import distill_student, student_checks
 from ipv2.inference.denoise import DenoiseOptions, denoise_volume
 from ipv2.io.atomic import atomic_output_dir, write_json_atomic
 from ipv2.io.checkpoints import load_checkpoint
-from ipv2.io.relocate import repoint_paths
+from ipv2.io.relocate import replace_in_text_files, repoint_paths
 from ipv2.metrics import RegionMasks, reference_metrics
 from ipv2.phantom import PhantomCase, make_phantom
 from ipv2.phantom.export import write_case
@@ -226,11 +227,24 @@ def run_demo(
         metrics["total_seconds"] = round(sum(clock.seconds.values()), 1)
         write_json_atomic(root / "metrics.json", metrics)
         write_report(root, test, outputs, labels=labels, metrics=metrics)
-    final = Path(out_dir)
-    for old, new in zip(temporary, (final.resolve(), final), strict=True):
-        repoint_paths(final, old, new)  # configs, manifests, logs: the published folder
+    _repoint(Path(out_dir), temporary)
     rep.done(status="ok", out=str(out_dir), **metrics["comparison"])
     return metrics
+
+
+def _repoint(final: Path, temporary: tuple[Path, Path]) -> None:
+    """Point the paths inside the published demo at it (configs, manifests, logs).
+
+    A dataset's fingerprint is the hash of its manifest, which names its source files,
+    so repointing changes it: the fingerprints recorded by the models and the student
+    trained on it are carried along, or a resumed distillation would refuse its cache.
+    """
+    manifests = sorted(final.glob("dataset-*/manifest.json"))
+    before = [read_dataset_info(m.parent).fingerprint for m in manifests]
+    for old, new in zip(temporary, (final.resolve(), final), strict=True):
+        repoint_paths(final, old, new)
+    after = [read_dataset_info(m.parent).fingerprint for m in manifests]
+    replace_in_text_files(final, [(a, b) for a, b in zip(before, after, strict=True) if a != b])
 
 
 def _test_labels(root: Path, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,12 @@ def repoint_paths(folder: Path, old: Path, new: Path) -> list[Path]:
     escaped = (json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1])
     if escaped != pairs[0]:
         pairs.append(escaped)
+    return replace_in_text_files(folder, pairs)
+
+
+def replace_in_text_files(folder: Path, pairs: list[tuple[str, str]]) -> list[Path]:
+    """Apply the ``(before, after)`` replacements to every text file under ``folder``
+    (each file rewritten atomically, only if it changes); the files changed."""
     changed = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.suffix not in TEXT_SUFFIXES:
