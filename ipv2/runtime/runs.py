@@ -181,12 +181,14 @@ class TrainingRun:
             self.job.stop()
         elif self.pid is not None:
             path = (self.folder.process() or {}).get("stop_file")
-            if not path:
-                _signal_group(self.pid, hard=False)
-                return
-            with contextlib.suppress(OSError):  # the folder may be gone: the file is all
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                Path(path).write_text("stop\n", encoding="ascii")
+            if path:
+                try:  # its folder may be gone (a temporary one): made again, it still works
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    Path(path).write_text("stop\n", encoding="ascii")
+                    return
+                except OSError:
+                    pass  # not writable: a signal is all that is left
+            _signal_group(self.pid, hard=False)
 
     def kill(self) -> None:
         """Second click: end the whole process tree now (the last checkpoint stays)."""
