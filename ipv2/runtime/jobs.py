@@ -198,6 +198,21 @@ class Job:
             except queue.Empty:
                 return events
 
+    def drain(self) -> tuple[bool, list[str]]:
+        """(still running, the log and error messages since the last call): a panel's poll.
+
+        Once the process has exited, its reader threads are joined first: they may still
+        hold its last lines (the done event among them), and a success read too early
+        would show as a failure.
+        """
+        running = self.running
+        if not running:
+            self.wait(timeout=5.0)
+        events = self.poll()
+        return running, [
+            str(e.get("message", "")) for e in events if e.get("event") in ("log", "error")
+        ]
+
     def wait(self, timeout: float | None = None) -> int:
         """Block until the process exits and its output is read; the exit status."""
         if self._process is None:

@@ -93,16 +93,8 @@ class BackgroundStep:
             self.job.detach()
 
     def poll(self) -> StepView:
-        running = self.job.running
-        if not running:
-            # The process has exited; its reader threads may still hold its last lines
-            # (the done event among them): join them before reading, or a success could
-            # show as a failure.
-            self.job.wait(timeout=5.0)
-        view = StepView(fraction=self.job.fraction, running=running)
-        for event in self.job.poll():
-            if event.get("event") in ("log", "error"):
-                view.log.append(str(event.get("message", "")))
+        running, lines = self.job.drain()
+        view = StepView(log=lines, fraction=self.job.fraction, running=running)
         view.result = self.job.result
         view.stop_label = "Kill" if self.user_action in ("stop", "close") else "Stop"
         if view.running:

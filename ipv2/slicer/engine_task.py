@@ -114,15 +114,8 @@ class EngineTask:
         if job is None:  # finished at once (its load only hands the result over)
             self._ended = True
             return TaskView(fraction=1.0, running=False, outcome=RunOutcome(node=self._load()))
-        running = job.running
-        if not running:
-            # Exited: its reader threads may still hold the last lines (the done event
-            # among them); join them first, or a success could read as a failure.
-            job.wait(timeout=5.0)
-        view = TaskView(fraction=job.fraction, running=running)
-        for event in job.poll():
-            if event.get("event") in ("log", "error"):
-                view.log.append(str(event.get("message", "")))
+        running, lines = job.drain()
+        view = TaskView(log=lines, fraction=job.fraction, running=running)
         if running:
             view.status = f"{self.title}: {job.status_text()}"
             return view

@@ -147,10 +147,9 @@ def load_preview(run: PurifyRun, name: str, scene: Any | None = None) -> Any:
 
 def discard(run: PurifyRun) -> None:
     """Stop the job if it still runs and remove its work folder (copies of the pair)."""
-    if run.job.running:
-        run.job.kill()
-        run.job.wait(timeout=30)
-    shutil.rmtree(run.workdir, ignore_errors=True)
+    from ipv2.slicer.workflows import discard_work
+
+    discard_work(run.job, run.workdir)
 
 
 def _source(run: PurifyRun, scene: Any) -> Any:

@@ -403,10 +403,15 @@ def denoise_node(
 
 def discard_denoise(run: DenoiseRun) -> None:
     """Remove a cancelled or failed run's work folder (it holds a copy of the volume)."""
-    if run.job.running:
-        run.job.kill()
-        run.job.wait(timeout=30)
-    shutil.rmtree(run.workdir, ignore_errors=True)
+    discard_work(run.job, run.workdir)
+
+
+def discard_work(job: Job, folder: Path) -> None:
+    """End ``job`` if it still runs and remove its work folder (copies of patient scans)."""
+    if job.running:
+        job.kill()
+        job.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def model_summary(path: str) -> str:
