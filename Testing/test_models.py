@@ -7,6 +7,7 @@ import torch
 
 from ipv2.core.errors import InputError
 from ipv2.models import MODELS, build
+from ipv2.models.common import ResBlock
 from ipv2.models.ffm import FFM, FrequencyMixer
 
 torch.set_num_threads(1)  # shared cores: two threads under load are far slower
@@ -144,13 +145,32 @@ def _perturbed_ffm(**extra: object) -> FFM:
     return model.eval()
 
 
-@pytest.mark.parametrize(("batch", "height", "width"), [(1, 64, 64), (2, 32, 96)])
-def test_ffm_cpu_inference_form_equals_the_plain_form(batch: int, height: int, width: int) -> None:
-    model = _perturbed_ffm()
+@pytest.mark.parametrize(
+    ("batch", "height", "width", "wide"),
+    [(1, 64, 64, False), (2, 32, 96, False), (2, 32, 16, True)],
+)
+def test_ffm_cpu_inference_form_equals_the_plain_form(
+    batch: int, height: int, width: int, wide: bool
+) -> None:
+    # Wide: every convolution Winograd takes (ipv2.models.winograd), in a channels-last
+    # 64-channel level and an NCHW 256-channel one (ipv2.models.layouts).
+    model = _perturbed_ffm(**({"base": 64, "mults": [1, 4]} if wide else {}))
     x = torch.randn(batch, 1, height, width)
     with torch.no_grad():
         fast = call(model.set_fast(True), x)
         plain = call(model.set_fast(False), x)
+    if wide:
+        from ipv2.models import winograd
+        from ipv2.models.common import Upsample
+
+        taken = [
+            m.conv1 if isinstance(m, ResBlock) else m.conv
+            for m in model.modules()
+            if isinstance(m, ResBlock | Upsample)
+        ]
+        mixers = [m for m in model.modules() if isinstance(m, FrequencyMixer)]
+        taken += [m.low[1] for m in mixers if m.low[1].in_channels >= 64]
+        assert len(taken) == 14 and all(conv in winograd._weights for conv in taken)
     assert fast.is_contiguous()
     scale = float(plain.abs().max())
     assert float((fast - plain).abs().max()) <= 1e-4 * scale

@@ -20,7 +20,8 @@ Two forms of one function. :meth:`FrequencyMixer.plain_forward` computes the mix
 written above, as the authors' code does; training, gradients, CUDA and autocast always
 run it. CPU float32 inference without gradients runs a faster form by default
 (:mod:`ipv2.models.ffm_fast`: channels-last where it pays, folded projections, the
-Fourier branch on real planes; same weights), one image at a time. One image at a time
+Fourier branch on real planes, Winograd 3x3 convolutions from 64 input channels
+(:mod:`ipv2.models.winograd`); same weights), one image at a time. One image at a time
 because the network is not continuous everywhere: the phase branch takes ``atan2`` of
 each spectrum bin, which jumps by 2*pi where a bin's real part is negative and its
 imaginary part crosses zero, so at such a bin any change of summation order (another
@@ -39,10 +40,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ipv2.models.common import ResBlock, group_norm
+from ipv2.models.common import ResBlock, Upsample, group_norm
 from ipv2.models.ffm_fast import block_fast_forward, mixer_fast_forward, wants_channels_last
 from ipv2.models.layouts import to_layout
 from ipv2.models.unet import UNet
+from ipv2.models.winograd import upsample_conv3x3
 
 
 def fast_path_applies(x: Tensor) -> bool:
@@ -170,6 +172,8 @@ class FFM(UNet):
                 cl = wants_channels_last(mod)
                 joined = torch.cat([to_layout(h, cl), to_layout(hs.pop(), cl)], dim=1)
                 h = block_fast_forward(mod, joined, temb)
+            elif isinstance(mod, Upsample):
+                h = upsample_conv3x3(mod.conv, h)
             else:
                 h = mod(h)
         return self.conv_out(nn.functional.silu(self.norm_out(h), inplace=True))
