@@ -300,16 +300,16 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
             if outcome.failed:
                 slicer.util.errorDisplay(outcome.message, detailedText=outcome.details)
             return
-        p = self._parameterNode
+        sources = task.sources  # what it was started from: the selection may have changed
         if task.kind == "volumes":  # its warnings are already in the log (ipv2 purify)
-            self.logic.showCompare(p, outcome.node.get("training_input"))
+            self.logic.showCompare(sources, outcome.node.get("training_input"))
             return
         if task.kind == "denoise":
             slicer.util.setSliceViewerLayers(
-                background=p.uldctVolume, foreground=outcome.node, foregroundOpacity=0
+                background=sources[0], foreground=outcome.node, foregroundOpacity=0
             )
-        self.logic.showCompare(p, outcome.node)
-        if task.kind == "denoise" and p.changeMap:
+        self.logic.showCompare(sources, outcome.node)
+        if task.kind == "denoise" and self._parameterNode.changeMap:
             self.onChangeMapClicked(True)
 
 
@@ -319,11 +319,11 @@ class IPv2DenoiseLogic(ScriptedLoadableModuleLogic, *ENGINE_MIXINS):
     def getParameterNode(self):
         return IPv2DenoiseParameterNode(super().getParameterNode())
 
-    def showCompare(self, p, third):
-        """uLDCT, NDCT and a third volume side by side, all axial, linked, in the lung window."""
+    def showCompare(self, sources, third):
+        """The (uLDCT, NDCT) pair and a third volume side by side: axial, linked, lung window."""
         show_compare_layout()  # sets each view axial: the layout XML cannot (see layout.py)
         layoutManager = slicer.app.layoutManager()
-        views = {"Red": p.uldctVolume, "Yellow": p.ndctVolume or p.uldctVolume, "Green": third}
+        views = {"Red": sources[0], "Yellow": sources[1] or sources[0], "Green": third}
         for name, node in views.items():
             self.showInLungWindow(node)
             if layoutManager is not None:  # None without a main window (build servers)

@@ -95,6 +95,23 @@ def test_a_denoise_task_ends_as_a_node_a_cancel_line_or_a_failure(scene, tmp_pat
     assert not (tmp_path / "fail").exists() and scene.GetNumberOfNodes() == count
 
 
+def test_a_result_is_shown_beside_the_pair_it_was_made_from(scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The selectors stay usable while a task runs; the compare layout at its end must
+    # show the result's own source, not whatever is selected then.
+    logic = _logic()
+    phantom = make_phantom(32, 2, seed=2)
+    u_node = node_from_volume(phantom.uldct, "uLDCT", scene)
+    n_node = node_from_volume(phantom.ndct, "NDCT", scene)
+    p = _panel(u_node, n_node, modelPath=tiny_checkpoint(tmp_path / "m"))
+    task = logic.startDenoise(p, workdir=str(tmp_path / "w"))
+    p.uldctVolume = node_from_volume(phantom.ndct, "another scan", scene)
+    scene.RemoveNode(n_node)
+    assert follow(task)[-1].outcome.node is not None
+    assert task.sources == (u_node, None)  # the deleted NDCT is not shown
+    quick = logic.previewFusion(_panel(u_node, u_node, fusionKind="IPv1 training input"), 0)
+    assert quick.sources == (u_node, u_node)
+
+
 def test_the_output_volume_selector_is_written_and_inputs_are_refused(
     scene, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

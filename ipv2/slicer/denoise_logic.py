@@ -72,6 +72,11 @@ def panel_values(u_node: Any = None, n_node: Any = None, **overrides: Any) -> Si
     return SimpleNamespace(**values)
 
 
+def _sources(p: Any) -> tuple[Any, Any]:
+    """The pair a task starts from, shown beside its result when it ends."""
+    return p.uldctVolume, getattr(p, "ndctVolume", None)
+
+
 def _refuse_input_as_output(target: Any, p: Any) -> None:
     """Never write the result over a volume the run reads."""
     if target is not None and target in (p.uldctVolume, p.ndctVolume):
@@ -127,7 +132,7 @@ class DenoiseLogicMixin:
             node = workflows.show_volume(
                 volume, name, reusable_preview(scene_or_default(None), name)
             )
-            return EngineTask.finished("preview", node)
+            return EngineTask.finished("preview", node, sources=_sources(p))
         if what == "label" and not weak:
             raise IPv2Error(
                 "the IPv2 label needs the weak denoiser (Module 3, Remove Noise): choose its "
@@ -145,6 +150,7 @@ class DenoiseLogicMixin:
             run.job,
             load=lambda: load_preview(run, name),
             discard=lambda: discard_purify(run),
+            sources=_sources(p),
         )
 
     def createFusionVolumes(self, p: Any, workdir: str | None = None) -> EngineTask:
@@ -162,6 +168,7 @@ class DenoiseLogicMixin:
             run.job,
             load=lambda: load_volumes(run),
             discard=lambda: discard_purify(run),
+            sources=_sources(p),
         )
 
     @staticmethod
@@ -256,4 +263,5 @@ class DenoiseLogicMixin:
             run.job,
             load=load,
             discard=lambda: workflows.discard_denoise(run),
+            sources=_sources(p),
         )

@@ -58,7 +58,9 @@ class EngineTask:
 
     ``kind`` tells the panel what to do with the result ("denoise", "volumes",
     "preview"); ``load`` turns the finished job's files into nodes; ``discard`` removes
-    the job's work folder (it holds copies of the patient's volumes).
+    the job's work folder (it holds copies of the patient's volumes). ``sources`` are the
+    uLDCT and NDCT nodes the task was started from: the selectors stay usable while it
+    runs, so the result is shown beside these, not beside whatever is selected at the end.
     """
 
     def __init__(
@@ -69,19 +71,29 @@ class EngineTask:
         *,
         load: Callable[[], Any],
         discard: Callable[[], None],
+        sources: tuple[Any, Any] = (None, None),
     ) -> None:
         self.kind = kind
         self.title = title
         self.job = job
         self._load = load
         self._discard = discard
+        self._sources = sources
         self.cancelled = False
         self._ended = False
 
     @classmethod
-    def finished(cls, kind: str, result: Any) -> EngineTask:
+    def finished(
+        cls, kind: str, result: Any, *, sources: tuple[Any, Any] = (None, None)
+    ) -> EngineTask:
         """Work that was quick enough to do at once: the first poll hands over ``result``."""
-        return cls(kind, "", None, load=lambda: result, discard=lambda: None)
+        return cls(kind, "", None, load=lambda: result, discard=lambda: None, sources=sources)
+
+    @property
+    def sources(self) -> tuple[Any, Any]:
+        """The (uLDCT, NDCT) it was started from; None for one deleted meanwhile."""
+        uldct, ndct = (node if _in_a_scene(node) else None for node in self._sources)
+        return uldct, ndct
 
     @property
     def running(self) -> bool:
@@ -151,3 +163,8 @@ class EngineTask:
                 details="\n".join([*job.log_tail(100), trace]).strip() or reason,
             )
         return RunOutcome(node=result, message=f"finished in {job.elapsed:.0f} s")
+
+
+def _in_a_scene(node: Any) -> bool:
+    """A node still in its scene: a removed node keeps its Python object, not its scene."""
+    return node is not None and node.GetScene() is not None
