@@ -94,6 +94,17 @@ def test_phantom_events_are_json_lines(tmp_path: Path) -> None:
     assert events[-1]["status"] == "ok"
 
 
+def test_train_lists_every_model_with_its_size() -> None:
+    from ipv2.models.registry import MODELS
+
+    res = ipv2("train", "--list-models", "--events", "jsonl")
+    assert res.returncode == 0, res.stderr
+    rows = {row["name"]: row for row in json.loads(res.stdout.splitlines()[-1])["models"]}
+    assert set(rows) == set(MODELS)
+    assert rows["ffm"]["params_m"] == 39.52  # the paper's 39.5 M (Testing/test_models.py)
+    assert rows["redcnn"]["defaults"] == dict(MODELS["redcnn"].defaults)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
