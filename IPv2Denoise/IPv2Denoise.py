@@ -304,10 +304,10 @@ class IPv2DenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, *PANE
         if task.kind == "volumes":  # its warnings are already in the log (ipv2 purify)
             self.logic.showCompare(sources, outcome.node.get("training_input"))
             return
-        if task.kind == "denoise":
-            slicer.util.setSliceViewerLayers(
-                background=sources[0], foreground=outcome.node, foregroundOpacity=0
-            )
+        if task.kind == "denoise":  # a None background would blank every view (Slicer's
+            # Base/Python/slicer/util.py setSliceViewerLayers: only "keep-current" keeps it)
+            layers = {"background": sources[0] or "keep-current", "foregroundOpacity": 0}
+            slicer.util.setSliceViewerLayers(foreground=outcome.node, **layers)
         self.logic.showCompare(sources, outcome.node)
         if task.kind == "denoise" and self._parameterNode.changeMap:
             self.onChangeMapClicked(True)

@@ -145,6 +145,26 @@ def test_change_map_without_a_result_or_a_source(scene, case) -> None:  # type: 
     assert view.GetBackgroundVolumeID() == denoised.GetID() and view.GetLabelVolumeID()
 
 
+def test_no_change_map_once_the_denoised_source_has_left_the_scene(scene, case) -> None:  # type: ignore[no-untyped-def]
+    from ipv2.slicer.change_map_step import LABELS_REFERENCE
+    from ipv2.slicer.denoise_logic import DenoiseLogicMixin as Logic
+    from ipv2.slicer.dicom_export import SOURCE_REFERENCE, record_derivation
+
+    other = node_from_volume(case.ndct, "another scan", scene)  # selected meanwhile
+    for removed_before_the_result_loads in (True, False):
+        source = node_from_volume(case.uldct, "chest", scene)
+        denoised = node_from_volume(case.uldct, "chest IPv2 denoised", scene)
+        if removed_before_the_result_loads:  # the reference then names a missing node
+            scene.RemoveNode(source)
+        record_derivation(denoised, model="m", arch="ffm", steps=1)  # as fileDenoised does
+        denoised.SetNodeReferenceID(SOURCE_REFERENCE, source.GetID())
+        scene.RemoveNode(source)  # after: MRML drops the reference itself
+        p = _panel(uldctVolume=other, denoisedVolume=denoised, changeMap=True)
+        message = Logic.showChangeMap(p, scene=scene)
+        assert "no longer in the scene" in message and repr(denoised.GetName()) in message
+        assert denoised.GetNodeReference(LABELS_REFERENCE) is None  # nothing compared
+
+
 # Concluding a run (node, cancel line or failure): Testing/test_engine_tasks.py.
 
 

@@ -184,6 +184,12 @@ def test_compare_layout_makes_all_three_views_axial(app_scene) -> None:  # type:
     )
     assert _orientations(app_scene) == {"Red": "Axial", "Yellow": "Axial", "Green": "Axial"}
     assert "show_compare_layout" in _calls(_method(DENOISE, "IPv2DenoiseLogic", "showCompare"))
+    # A finished task is shown beside the pair it started from (EngineTask.sources), never
+    # beside the selection at its end (Testing/test_engine_tasks.py records the pair).
+    for cls, name in (("IPv2DenoiseWidget", "onPollTask"), ("IPv2DenoiseLogic", "showCompare")):
+        code = ast.unparse(_method(DENOISE, cls, name))
+        assert "uldctVolume" not in code and "ndctVolume" not in code
+    assert "task.sources" in ast.unparse(_method(DENOISE, "IPv2DenoiseWidget", "onPollTask"))
 
 
 # -- 5. the live preview: observed from enter() to exit(), its own segmentation ------------

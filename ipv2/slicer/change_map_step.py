@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipv2.slicer.dicom_export import SOURCE_REFERENCE
+from ipv2.slicer.dicom_export import MADE_BY, SOURCE_REFERENCE
 from ipv2.slicer.nodes import scene_or_default
 
 LABELS_REFERENCE = "ipv2ChangeMap"
@@ -34,10 +34,21 @@ def _overlay_nodes(denoised: Any) -> tuple[Any, Any]:
 
 
 def compared_input(p: Any) -> Any:
-    """The volume the last result was denoised from, else the panel's uLDCT."""
+    """The volume the last result was denoised from; the panel's uLDCT for a volume IPv2
+    did not make (one loaded from a file). None for an IPv2 result whose source has left
+    the scene: the selection may then be another scan (the selectors stay usable during
+    a run, and MRML drops references to a removed node)."""
     denoised = p.denoisedVolume
-    source = denoised.GetNodeReference(SOURCE_REFERENCE) if denoised is not None else None
-    return source if source is not None else p.uldctVolume
+    if denoised is None:
+        return p.uldctVolume
+    source = denoised.GetNodeReference(SOURCE_REFERENCE)
+    if source is not None or _made_by_ipv2(denoised):
+        return source
+    return p.uldctVolume
+
+
+def _made_by_ipv2(node: Any) -> bool:
+    return bool(node.GetAttribute(MADE_BY[0]))  # dicom_export.record_derivation
 
 
 def update_change_map(p: Any, scene: Any = None, *, enabled: bool | None = None) -> str:
@@ -72,6 +83,11 @@ def update_change_map(p: Any, scene: Any = None, *, enabled: bool | None = None)
         show_in_slice_views(scene, denoised, labels)
         return str(summary)
     source = compared_input(p)
+    if source is None and _made_by_ipv2(denoised):
+        return (
+            f"The change map needs the volume {denoised.GetName()!r} was denoised from, "
+            "which is no longer in the scene; denoise the scan again to see its change map."
+        )
     if source is None:
         return "The change map needs the volume that was denoised; select it as uLDCT."
     previous = (
