@@ -37,7 +37,9 @@ def compared_input(p: Any) -> Any:
     """The volume the last result was denoised from; the panel's uLDCT for a volume IPv2
     did not make (one loaded from a file). None for an IPv2 result whose source has left
     the scene: the selection may then be another scan (the selectors stay usable during
-    a run, and MRML drops references to a removed node)."""
+    a run). Its reference is then missing or dangling: Slicer's vtkMRMLScene::RemoveNode
+    (Libs/MRML/Core/vtkMRMLScene.cxx) calls UpdateReferences on the referring nodes, which
+    drops references to nodes no longer in the scene."""
     denoised = p.denoisedVolume
     if denoised is None:
         return p.uldctVolume

@@ -74,7 +74,7 @@ def panel_values(u_node: Any = None, n_node: Any = None, **overrides: Any) -> Si
 
 def _sources(p: Any) -> tuple[Any, Any]:
     """The pair a task starts from, shown beside its result when it ends."""
-    return p.uldctVolume, getattr(p, "ndctVolume", None)
+    return p.uldctVolume, p.ndctVolume
 
 
 def _refuse_input_as_output(target: Any, p: Any) -> None:
