@@ -44,7 +44,8 @@ class Child:
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "IPV2_THREADS": "2"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipv2", *args],
+            # faulthandler: a child that hangs is made to print every thread's stack.
+            [sys.executable, "-X", "faulthandler", "-m", "ipv2", *args],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
@@ -88,11 +89,22 @@ class Child:
         try:
             code = self.proc.wait(timeout=HANG_GUARD_S)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail("the command did not exit after SIGTERM (hung threads?)")
+            pytest.fail("the command did not exit after SIGTERM:\n" + self.stacks())
         for reader in self._readers:
             reader.join(timeout=10)
         return code, self.err[before:]
+
+    def stacks(self) -> str:
+        """Kill a hung child with SIGABRT, which makes faulthandler print every stack."""
+        before = len(self.err)
+        self.proc.send_signal(signal.SIGABRT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return "\n".join(self.err[before:][-80:])
 
     def events(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in list(self.out) if line.startswith("{")]
@@ -242,3 +254,71 @@ def test_sigterm_during_slice_parallel_work_does_not_wait_for_the_queue(tmp_path
         pytest.fail("the process kept working through the queued slices after SIGTERM")
     assert code == 143
     assert proc.stderr.read().splitlines() == [STOP_LINE]
+
+
+SLOW_IMPORT = """\
+import sys, time
+print("importing", file=sys.stderr, flush=True)
+end = time.monotonic() + 2.0
+while time.monotonic() < end:  # module code that the signal lands in, as in import torch
+    time.sleep(0.01)
+print("imported", file=sys.stderr, flush=True)
+"""
+
+STOPPED_DURING_IMPORT = """\
+import signal, sys, time
+from ipv2.cli.termination import Terminated, terminate_as_interrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+try:
+    with terminate_as_interrupt():
+        import slow_module
+        time.sleep(60)
+        print("not stopped", file=sys.stderr)
+except Terminated as exc:
+    print(exc.message, file=sys.stderr)
+    sys.exit(exc.exit_status)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize(
+    ("request_kind", "expected_code", "expected_line"),
+    [("SIGTERM", 143, STOP_LINE), ("SIGINT", 130, "interrupted"), ("file", 143, STOP_LINE)],
+)
+def test_a_stop_during_an_import_waits_for_the_import_to_finish(
+    tmp_path: Path, request_kind: str, expected_code: int, expected_line: str
+) -> None:
+    """A stop never interrupts module code being imported, then stops the command at once.
+
+    torch is imported lazily inside commands, so a stop often lands in ``import torch``;
+    an exception raised there leaves a half-initialised C++ extension (seen: SIGABRT, and
+    a purify that never exited). The module here stands for it: the stop must wait for
+    its last line ("imported") and then end the command instead of its 60 s sleep.
+    """
+    (tmp_path / "slow_module.py").write_text(SLOW_IMPORT)
+    stop_file = tmp_path / "stop"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    if request_kind == "file":
+        env["IPV2_STOP_FILE"] = str(stop_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_DURING_IMPORT],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline().strip() == "importing"
+    time.sleep(0.3)  # well inside the 2 s import; not an assertion
+    if request_kind == "file":
+        stop_file.touch()
+    else:
+        proc.send_signal(getattr(signal, request_kind))
+    try:
+        code = proc.wait(timeout=HANG_GUARD_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the stop was lost: the command ran on after the import")
+    assert (code, proc.stderr.read().splitlines()) == (expected_code, ["imported", expected_line])

@@ -17,6 +17,10 @@ batches) install their own handlers through ``runtime.stop_requests.StopRequest`
 that work runs; it saves and restores this one, so their graceful path is unchanged and
 this handler only covers the time outside it.
 
+Neither a SIGTERM nor a Ctrl+C raises inside an ``import`` (torch is loaded lazily, so
+one often lands there): :mod:`ipv2.cli.import_safe_signals` postpones it until the import
+has finished.
+
 A Job's stop-request file (``$IPV2_STOP_FILE``, see ``runtime.stop_requests``) means the
 same as SIGTERM: while the block runs, a watcher thread delivers it as a simulated SIGTERM
 (``_thread.interrupt_main``) to whichever handler is installed, unless a cooperative
@@ -36,6 +40,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from ipv2.cli.import_safe_signals import ImportSafeHandler
 from ipv2.runtime.stop_requests import announce_pid, watch_stop_file
 
 # SIGBREAK (Windows only) is what Ctrl+Break in a console sends; Job.stop uses the stop file.
@@ -63,6 +68,7 @@ def terminate_as_interrupt() -> Iterator[None]:
 
     Only the first request raises: cleanup must finish once it has started, so later
     ones are ignored (SIGKILL still ends the process at once for whoever cannot wait).
+    SIGTERM, and SIGINT's own handler, wait for a running import to finish first.
     Outside the main thread (a command run from a worker thread), Python cannot install
     handlers; the block then runs unchanged. The previous handlers are restored on exit.
     """
@@ -77,10 +83,15 @@ def terminate_as_interrupt() -> Iterator[None]:
         raise Terminated(signum)
 
     previous: dict[int, Any] = {}
+    guards = [ImportSafeHandler(handle)]
     main = threading.current_thread() is threading.main_thread()
     if main:
         for sig in _SIGNALS:
-            previous[sig] = signal.signal(sig, handle)
+            previous[sig] = signal.signal(sig, guards[0])
+        interrupt = signal.getsignal(signal.SIGINT)
+        if callable(interrupt):  # not when SIGINT is ignored (a job started with '&')
+            guards.append(ImportSafeHandler(interrupt))
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, guards[-1])
         announce_pid()
     # The stop file arrives as the SIGTERM it stands for; interrupt_main does nothing when
     # no Python handler is installed, so outside the main thread no watcher runs.
@@ -93,6 +104,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         with watcher:
             yield
     finally:
+        for guard in guards:
+            guard.close()
         for sig, handler in previous.items():
             # None: a handler installed outside Python, which cannot be put back.
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
