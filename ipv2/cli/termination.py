@@ -82,30 +82,25 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signum, signal.SIG_IGN)
         raise Terminated(signum)
 
-    previous: dict[int, Any] = {}
-    guards = [ImportSafeHandler(handle)]
     main = threading.current_thread() is threading.main_thread()
-    if main:
-        for sig in _SIGNALS:
-            previous[sig] = signal.signal(sig, guards[0])
-        interrupt = signal.getsignal(signal.SIGINT)
-        if callable(interrupt):  # not when SIGINT is ignored (a job started with '&')
-            guards.append(ImportSafeHandler(interrupt))
-            previous[signal.SIGINT] = signal.signal(signal.SIGINT, guards[-1])
-        announce_pid()
-    # The stop file arrives as the SIGTERM it stands for; interrupt_main does nothing when
-    # no Python handler is installed, so outside the main thread no watcher runs.
-    watcher = (
-        watch_stop_file(lambda: _thread.interrupt_main(signal.SIGTERM))
-        if main
-        else contextlib.nullcontext()
-    )
-    try:
-        with watcher:
-            yield
-    finally:
-        for guard in guards:
-            guard.close()
-        for sig, handler in previous.items():
-            # None: a handler installed outside Python, which cannot be put back.
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    with contextlib.ExitStack() as stack:  # every step undone, even if another one raises
+        if main:
+            guards = [ImportSafeHandler(handle)]
+            for sig in _SIGNALS:
+                stack.callback(_restore, sig, signal.signal(sig, guards[0]))
+            interrupt = signal.getsignal(signal.SIGINT)
+            if callable(interrupt):  # not SIG_IGN (a job started with '&'), SIG_DFL or None
+                guards.append(ImportSafeHandler(interrupt))
+                stack.callback(_restore, signal.SIGINT, signal.signal(signal.SIGINT, guards[-1]))
+            for guard in guards:  # closed before the handlers are restored: see close()
+                stack.callback(guard.close)
+            announce_pid()
+            # The stop file arrives as the SIGTERM it stands for; interrupt_main does
+            # nothing without a Python handler, so outside the main thread none runs.
+            stack.enter_context(watch_stop_file(lambda: _thread.interrupt_main(signal.SIGTERM)))
+        yield
+
+
+def _restore(sig: int, handler: Any) -> None:
+    # None: a handler installed outside Python, which cannot be put back.
+    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
