@@ -50,11 +50,11 @@ class ImportSafeHandler:
     """Calls ``handler`` for a signal, postponed while the main thread is importing.
 
     Create it in the main thread, install it with ``signal.signal`` and :meth:`close` it
-    before it is uninstalled. The handler itself only appends to a list: Python handlers
-    can be re-entered (a second signal during a lock wait inside the first handler runs
-    the handler again), so taking a lock or starting a thread there can deadlock. The
-    helper thread that sends postponed signals again therefore runs from the start and
-    polls, which costs a few microseconds every ``POLL_S``.
+    before it is uninstalled. During an import the handler only appends to a list: a
+    second signal arriving while a handler runs can run it again, nested, so taking a
+    lock or starting a thread there can deadlock. The helper thread that sends postponed
+    signals again therefore runs from the start and polls, which costs a few
+    microseconds every ``POLL_S``.
     """
 
     def __init__(self, handler: Handler, *, send: Callable[[int, int], None] | None = None) -> None:

@@ -85,14 +85,16 @@ def terminate_as_interrupt() -> Iterator[None]:
     main = threading.current_thread() is threading.main_thread()
     with contextlib.ExitStack() as stack:  # every step undone, even if another one raises
         if main:
-            guards = [ImportSafeHandler(handle)]
+            # Each guard's close is registered after its restores, so it runs before them
+            # (last in, first out): see ImportSafeHandler.close.
+            guard = ImportSafeHandler(handle)
             for sig in _SIGNALS:
-                stack.callback(_restore, sig, signal.signal(sig, guards[0]))
+                stack.callback(_restore, sig, signal.signal(sig, guard))
+            stack.callback(guard.close)
             interrupt = signal.getsignal(signal.SIGINT)
             if callable(interrupt):  # not SIG_IGN (a job started with '&'), SIG_DFL or None
-                guards.append(ImportSafeHandler(interrupt))
-                stack.callback(_restore, signal.SIGINT, signal.signal(signal.SIGINT, guards[-1]))
-            for guard in guards:  # closed before the handlers are restored: see close()
+                guard = ImportSafeHandler(interrupt)
+                stack.callback(_restore, signal.SIGINT, signal.signal(signal.SIGINT, guard))
                 stack.callback(guard.close)
             announce_pid()
             # The stop file arrives as the SIGTERM it stands for; interrupt_main does
@@ -103,4 +105,11 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def _restore(sig: int, handler: Any) -> None:
     # None: a handler installed outside Python, which cannot be put back.
-    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    previous = signal.SIG_DFL if handler is None else handler
+    try:
+        signal.signal(sig, previous)
+    except BaseException:
+        # signal.signal runs a pending signal's handler before it installs the new one,
+        # and ours may raise Terminated there: install it again, then let that go on.
+        signal.signal(sig, previous)
+        raise
